@@ -1,0 +1,352 @@
+//! The files that make a folder a sentence-transformers model, read into typed settings.
+//!
+//! sentence-transformers spreads a model over several JSON files (the transformer's
+//! `config.json`, `modules.json`, `sentence_bert_config.json`, one config per module
+//! folder, `config_sentence_transformers.json`). Each is parsed here, with the defaults
+//! sentence-transformers itself applies, and every problem reported with the file and
+//! field at fault so that a user can fix their folder without reading our code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Reads and parses a JSON file, naming the file in every error.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // serde_json says "missing field `x`" or "invalid type ... at line 3 column 5":
+        // lift the field name out when there is one.
+        let msg = e.to_string();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .unwrap_or("(json)")
+            .to_string();
+        Error::invalid(path, field, msg)
+    })
+}
+
+/// The transformer's own `config.json` (the Hugging Face transformers format).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArchConfig {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub type_vocab_size: Option<usize>,
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub relative_attention_num_buckets: Option<usize>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+
+/// `sentence_bert_config.json`: the Transformer module's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SentenceBertConfig {
+    #[serde(default)]
+    pub max_seq_length: Option<usize>,
+    #[serde(default)]
+    pub do_lower_case: bool,
+}
+
+/// One entry of `modules.json`.
+#[derive(Debug, Clone, Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A module of the sentence-transformers pipeline, in order after the Transformer.
+#[derive(Debug, Clone)]
+pub enum Module {
+    Pooling(PathBuf),
+    Dense(PathBuf),
+    Normalize,
+}
+
+/// `modules.json`, checked: the pipeline must start with the Transformer and hold only
+/// modules we implement.
+pub fn read_modules(dir: &Path) -> Result<Vec<Module>> {
+    let path = dir.join("modules.json");
+    if !path.exists() {
+        // sentence-transformers loads a bare transformers checkpoint with mean pooling;
+        // do the same so such folders give the same vectors.
+        tracing::warn!(
+            "{}: not found; using mean pooling as sentence-transformers does",
+            path.display()
+        );
+        return Ok(vec![Module::Pooling(dir.join("1_Pooling"))]);
+    }
+    let entries: Vec<ModuleEntry> = read_json(&path)?;
+    let mut modules = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let short = entry.kind.rsplit('.').next().unwrap_or(&entry.kind);
+        let field = format!("[{i}].type");
+        match (i, short) {
+            (0, "Transformer") => {
+                if !entry.path.is_empty() {
+                    return Err(Error::invalid(
+                        &path,
+                        format!("[{i}].path"),
+                        "the Transformer module must be the model folder itself (path \"\")",
+                    ));
+                }
+            }
+            (0, _) => {
+                return Err(Error::invalid(
+                    &path,
+                    field,
+                    format!(
+                        "the first module must be a Transformer, found {}",
+                        entry.kind
+                    ),
+                ))
+            }
+            (_, "Pooling") => modules.push(Module::Pooling(dir.join(&entry.path))),
+            (_, "Dense") => modules.push(Module::Dense(dir.join(&entry.path))),
+            (_, "Normalize") => modules.push(Module::Normalize),
+            _ => {
+                return Err(Error::invalid(
+                    &path,
+                    field,
+                    format!("unsupported module {}", entry.kind),
+                ))
+            }
+        }
+    }
+    Ok(modules)
+}
+
+/// How token vectors become one sentence vector; several modes concatenate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolingMode {
+    Cls,
+    Max,
+    Mean,
+    MeanSqrtLen,
+    WeightedMean,
+    LastToken,
+}
+
+impl PoolingMode {
+    /// sentence-transformers' names, in the order it concatenates them.
+    const ALL: [(PoolingMode, &'static str, &'static str); 6] = [
+        (PoolingMode::Cls, "cls", "pooling_mode_cls_token"),
+        (PoolingMode::Max, "max", "pooling_mode_max_tokens"),
+        (PoolingMode::Mean, "mean", "pooling_mode_mean_tokens"),
+        (
+            PoolingMode::MeanSqrtLen,
+            "mean_sqrt_len_tokens",
+            "pooling_mode_mean_sqrt_len_tokens",
+        ),
+        (
+            PoolingMode::WeightedMean,
+            "weightedmean",
+            "pooling_mode_weightedmean_tokens",
+        ),
+        (
+            PoolingMode::LastToken,
+            "lasttoken",
+            "pooling_mode_lasttoken",
+        ),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|m| m.0 == self)
+            .map(|m| m.1)
+            .unwrap_or("?")
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|m| m.1 == name).map(|m| m.0)
+    }
+}
+
+/// `1_Pooling/config.json`.
+#[derive(Debug, Clone)]
+pub struct PoolingConfig {
+    pub modes: Vec<PoolingMode>,
+    pub include_prompt: bool,
+    pub dimension: Option<usize>,
+}
+
+impl PoolingConfig {
+    pub fn mean() -> Self {
+        PoolingConfig {
+            modes: vec![PoolingMode::Mean],
+            include_prompt: true,
+            dimension: None,
+        }
+    }
+
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        if !dir.exists() {
+            return Ok(Self::mean());
+        }
+        let raw: BTreeMap<String, Value> = read_json(&path)?;
+        let bool_field = |name: &str| -> Result<bool> {
+            match raw.get(name) {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(other) => Err(Error::invalid(
+                    &path,
+                    name,
+                    format!("expected true or false, found {other}"),
+                )),
+            }
+        };
+        let mut modes = Vec::new();
+        // The newer single field: "pooling_mode": "mean" (or a list of names).
+        match raw.get("pooling_mode") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => modes.push(Self::parse_mode(&path, s)?),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let s = item.as_str().ok_or_else(|| {
+                        Error::invalid(&path, "pooling_mode", "expected a list of mode names")
+                    })?;
+                    modes.push(Self::parse_mode(&path, s)?);
+                }
+            }
+            Some(other) => {
+                return Err(Error::invalid(
+                    &path,
+                    "pooling_mode",
+                    format!("expected a mode name, found {other}"),
+                ))
+            }
+        }
+        for (mode, _, field) in PoolingMode::ALL {
+            if bool_field(field)? && !modes.contains(&mode) {
+                modes.push(mode);
+            }
+        }
+        // Concatenation order is sentence-transformers' fixed order, not the file's.
+        modes.sort_by_key(|m| PoolingMode::ALL.iter().position(|a| a.0 == *m));
+        if modes.is_empty() {
+            return Err(Error::invalid(
+                &path,
+                "pooling_mode",
+                "no pooling mode is enabled",
+            ));
+        }
+        let include_prompt = match raw.get("include_prompt") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(Error::invalid(
+                    &path,
+                    "include_prompt",
+                    format!("expected true or false, found {other}"),
+                ))
+            }
+        };
+        let dimension = raw
+            .get("word_embedding_dimension")
+            .and_then(Value::as_u64)
+            .map(|d| d as usize);
+        Ok(PoolingConfig {
+            modes,
+            include_prompt,
+            dimension,
+        })
+    }
+
+    fn parse_mode(path: &Path, name: &str) -> Result<PoolingMode> {
+        PoolingMode::from_name(name).ok_or_else(|| {
+            Error::invalid(
+                path,
+                "pooling_mode",
+                format!(
+                    "unsupported mode {name:?} (expected one of cls, max, mean, \
+                     mean_sqrt_len_tokens, weightedmean, lasttoken)"
+                ),
+            )
+        })
+    }
+}
+
+/// `2_Dense/config.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DenseConfig {
+    pub in_features: usize,
+    pub out_features: usize,
+    #[serde(default = "yes")]
+    pub bias: bool,
+    #[serde(default = "identity")]
+    pub activation_function: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn identity() -> String {
+    "torch.nn.modules.linear.Identity".into()
+}
+
+/// `config_sentence_transformers.json`: prompts.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StConfig {
+    #[serde(default)]
+    pub prompts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub default_prompt_name: Option<String>,
+}
+
+impl StConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config_sentence_transformers.json");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let cfg: StConfig = read_json(&path)?;
+        if let Some(name) = &cfg.default_prompt_name {
+            if !cfg.prompts.contains_key(name) {
+                return Err(Error::invalid(
+                    &path,
+                    "default_prompt_name",
+                    format!("{name:?} is not one of the prompts"),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+impl SentenceBertConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("sentence_bert_config.json");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        read_json(&path)
+    }
+}

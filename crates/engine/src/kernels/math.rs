@@ -1,0 +1,133 @@
+//! exp, erf and GELU as branch-free polynomials that vectorize.
+//!
+//! libm's `expf` and `erff` are scalar calls; in a transformer they cost ~15% of the
+//! time (softmax and GELU over every activation). These versions are accurate to a
+//! few ulp, far inside what the fidelity tests (cosine 0.99999 against PyTorch)
+//! allow, and LLVM turns the loops that call them into full-width vector code.
+
+/// e^x for x in f32 range (inputs below -87.3 give the smallest normal, not 0).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so that x - n ln2 stays exact (Cody-Waite).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.336_54, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes expf polynomial on [-ln2/2, ln2/2].
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    y * scale
+}
+
+/// erf(x), rational approximation on [-4, 4] (erf is ±1 in f32 beyond).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329_2e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+/// GELU with the exact erf form, as PyTorch's `nn.GELU()` and BERT's "gelu" compute it.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+simd_fn! {
+    /// Adds `bias` to every row of `rows` and applies GELU.
+    pub fn bias_gelu(rows: &mut [f32], bias: &[f32]) {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x = gelu(*x + *b);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds `bias` to every row of `rows`.
+    pub fn bias_add(rows: &mut [f32], bias: &[f32]) {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x += *b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erf_f64(x: f64) -> f64 {
+        // Reference by numerical integration (Simpson, fine grid): slow but exact enough.
+        let n = 20_000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "max relative error {worst}");
+    }
+
+    #[test]
+    fn erf_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -5.0f32;
+        while x < 5.0 {
+            let want = erf_f64(x as f64);
+            worst = worst.max((erf(x) as f64 - want).abs());
+            x += 0.0173;
+        }
+        assert!(worst < 1e-6, "max absolute error {worst}");
+    }
+
+    #[test]
+    fn gelu_matches_definition_and_kernel_matches_scalar() {
+        let xs: Vec<f32> = (-400..400).map(|i| i as f32 * 0.023).collect();
+        let bias = vec![0.0f32; 8];
+        let mut v = xs.clone();
+        bias_gelu(&mut v, &bias);
+        for (x, g) in xs.iter().zip(&v) {
+            let want = 0.5 * *x as f64 * (1.0 + erf_f64(*x as f64 / 2f64.sqrt()));
+            assert!(
+                (*g as f64 - want).abs() < 2e-6,
+                "gelu({x}) = {g}, want {want}"
+            );
+        }
+    }
+}

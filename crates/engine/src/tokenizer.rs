@@ -1,0 +1,156 @@
+//! Text to token ids, exactly as sentence-transformers produces them.
+//!
+//! sentence-transformers strips each text, lower-cases it when `do_lower_case` is set,
+//! and truncates at the model's `max_seq_length`, ignoring the truncation and padding
+//! that many `tokenizer.json` files carry (all-MiniLM-L6-v2's says 128 and pads to
+//! 128). We switch both off and truncate ourselves, before the special tokens are
+//! added, which is what `tokenizers` does internally; doing it by hand lets each call
+//! choose its own limit and direction and tells us exactly which texts were cut.
+
+use std::path::Path;
+
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
+
+use crate::error::{Error, Result};
+
+/// One text's token ids, ready for the encoder.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    /// Whether tokens were dropped to fit the limit.
+    pub truncated: bool,
+    /// Leading tokens that belong to the prompt (for pooling with include_prompt=false).
+    pub prompt_tokens: usize,
+}
+
+/// Which end of a too-long text is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Truncation {
+    /// Keep the start (sentence-transformers' behaviour).
+    #[default]
+    Right,
+    /// Keep the end.
+    Left,
+}
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    lowercase: bool,
+    /// Special tokens the post-processor adds around a single text.
+    specials: usize,
+}
+
+impl TextTokenizer {
+    pub fn load(dir: &Path, lowercase: bool) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::MissingFile {
+                path,
+                why: "a tokenizer.json (the fast tokenizer format) is required".into(),
+            });
+        }
+        let mut inner = Tokenizer::from_file(&path)
+            .map_err(|e| Error::invalid(&path, "(tokenizer)", e.to_string()))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::invalid(&path, "truncation", e.to_string()))?;
+        inner.with_padding(None);
+        let specials = inner
+            .get_post_processor()
+            .map(|p| p.added_tokens(false))
+            .unwrap_or(0);
+        Ok(TextTokenizer {
+            inner,
+            lowercase,
+            specials,
+        })
+    }
+
+    /// The number of special tokens around every text ([CLS] and [SEP] for BERT).
+    pub fn special_tokens(&self) -> usize {
+        self.specials
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// sentence-transformers' preprocessing of a text: strip, then lower-case if the
+    /// model asks for it.
+    fn prepare(&self, text: &str) -> String {
+        let text = text.trim();
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Tokenizes `texts` (each prefixed by `prompt`), keeping at most `max_tokens` ids per
+    /// text, special tokens included. Runs in parallel on rayon's global pool.
+    pub fn encode(
+        &self,
+        texts: &[&str],
+        prompt: Option<&str>,
+        max_tokens: usize,
+        direction: Truncation,
+    ) -> Result<Vec<Tokenized>> {
+        if max_tokens <= self.specials {
+            return Err(Error::Request(format!(
+                "max tokens must be more than the {} special tokens",
+                self.specials
+            )));
+        }
+        let prompt_tokens = match prompt {
+            // sentence-transformers counts the prompt's tokens with the specials, less
+            // the closing one; the opening special belongs to the prompt.
+            Some(p) if !p.is_empty() => self.encode_one(p)?.len().saturating_sub(1),
+            _ => 0,
+        };
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| match prompt {
+                Some(p) => self.prepare(&format!("{p}{t}")),
+                None => self.prepare(t),
+            })
+            .collect();
+        let encodings = self
+            .inner
+            .encode_batch_fast(inputs, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let budget = max_tokens - self.specials;
+        encodings
+            .into_iter()
+            .map(|mut enc| {
+                let truncated = enc.len() > budget;
+                if truncated {
+                    let dir = match direction {
+                        Truncation::Right => TruncationDirection::Right,
+                        Truncation::Left => TruncationDirection::Left,
+                    };
+                    enc.truncate(budget, 0, dir);
+                }
+                let enc = self.finish(enc)?;
+                Ok(Tokenized {
+                    ids: enc.get_ids().to_vec(),
+                    truncated,
+                    prompt_tokens: prompt_tokens.min(enc.len()),
+                })
+            })
+            .collect()
+    }
+
+    fn finish(&self, enc: Encoding) -> Result<Encoding> {
+        self.inner
+            .post_process(enc, None, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    fn encode_one(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(self.prepare(text), true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+}
