@@ -11,7 +11,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{Linear, SharedMut};
-use crate::kernels::{math, norm, softmax};
+use crate::kernels::{attention, math, norm};
 
 /// Something added to attention scores before the softmax (MPNet's relative position
 /// bias); `scores` is the `len × len` matrix of one head of one text.
@@ -187,53 +187,27 @@ impl Encoder {
         tasks.sort_by_key(|&(s, _)| std::cmp::Reverse(seqs[s].len()));
         tasks.par_iter().for_each(|&(s, head)| {
             let seq = &seqs[s];
-            let len = seq.len();
-            SCORES.with(|cell| {
-                let mut scores = cell.borrow_mut();
-                let scores = resize(&mut scores, len * len);
-                let base = seq.start * ld + head * d;
-                // SAFETY: all reads lie inside `qkv` (rows of this text, columns of
-                // this head in the Q, K and V thirds); the write covers this text's
-                // rows and this head's columns of `ctx`, which no other task writes.
+            SCRATCH.with(|cell| {
+                let scratch = &mut cell.borrow_mut();
+                let add_bias =
+                    bias.map(|b| move |scores: &mut [f32]| b.add(head, seq.len(), scores));
+                // SAFETY: reads lie inside `qkv` (this text's rows; this head's columns
+                // of the Q, K and V thirds); the output is this text's rows and this
+                // head's columns of `ctx`, which no other task writes.
                 unsafe {
-                    let q = qkv.as_ptr().add(base);
-                    let k = q.add(h);
-                    let v = q.add(2 * h);
-                    matrixmultiply::sgemm(
-                        len,
-                        d,
-                        len,
-                        scale,
+                    let q = qkv.as_ptr().add(seq.start * ld + head * d);
+                    attention::attend(
                         q,
-                        ld as isize,
-                        1,
-                        k,
-                        1,
-                        ld as isize,
-                        0.0,
-                        scores.as_mut_ptr(),
-                        len as isize,
-                        1,
-                    );
-                    if let Some(b) = bias {
-                        b.add(head, len, scores);
-                    }
-                    softmax::softmax_rows(scores, len);
-                    matrixmultiply::sgemm(
-                        len,
-                        len,
+                        q.add(h),
+                        q.add(2 * h),
+                        ld,
+                        seq.len(),
                         d,
-                        1.0,
-                        scores.as_ptr(),
-                        len as isize,
-                        1,
-                        v,
-                        ld as isize,
-                        1,
-                        0.0,
+                        scale,
+                        add_bias.as_ref().map(|f| f as &dyn Fn(&mut [f32])),
                         ctx_ptr.get().add(seq.start * h + head * d),
-                        h as isize,
-                        1,
+                        h,
+                        scratch,
                     );
                 }
             });
@@ -242,6 +216,6 @@ impl Encoder {
 }
 
 thread_local! {
-    /// Per-thread score matrix, reused across heads and batches.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread attention scratch, reused across heads and batches.
+    static SCRATCH: std::cell::RefCell<attention::Scratch> = std::cell::RefCell::new(attention::Scratch::default());
 }

@@ -95,6 +95,7 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub architecture: &'static str,
     pub hidden_size: usize,
+    pub intermediate_size: usize,
     pub dimensions: usize,
     pub layers: usize,
     pub heads: usize,
@@ -206,6 +207,7 @@ impl Model {
             path: dir.to_path_buf(),
             architecture: transformer.architecture,
             hidden_size: hidden,
+            intermediate_size: cfg.intermediate_size,
             dimensions: dim,
             layers: enc.layers.len(),
             heads: enc.heads,
@@ -247,6 +249,19 @@ impl Model {
 
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
+    }
+
+    /// Floating-point operations to encode one text of `tokens` tokens: the dense
+    /// layers (linear in length) plus attention (quadratic). Benchmarks divide by it.
+    pub fn flops(&self, tokens: usize) -> f64 {
+        let (h, i, l) = (
+            self.info.hidden_size as f64,
+            self.info.intermediate_size as f64,
+            tokens as f64,
+        );
+        let dense = 2.0 * l * (4.0 * h * h + 2.0 * h * i);
+        let attention = 4.0 * l * l * h;
+        self.info.layers as f64 * (dense + attention)
     }
 
     fn resolve_prompt<'a>(&'a self, prompt: &'a Prompt) -> Result<Option<&'a str>> {

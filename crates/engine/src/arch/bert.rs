@@ -2,11 +2,10 @@
 
 use std::path::Path;
 
-use super::{layer_norm, linear, Transformer};
+use super::{layer_norm, linear, stacked_linear, Transformer};
 use crate::config::ArchConfig;
 use crate::encoder::{Embeddings, Encoder, Layer};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::Linear;
 use crate::weights::Weights;
 
 pub fn load(
@@ -52,11 +51,17 @@ pub fn load(
         .map(|n| {
             let p = format!("encoder.layer.{n}");
             Ok(Layer {
-                qkv: Linear::concat(&[
-                    linear(w, &format!("{p}.attention.self.query"), h, h)?,
-                    linear(w, &format!("{p}.attention.self.key"), h, h)?,
-                    linear(w, &format!("{p}.attention.self.value"), h, h)?,
-                ]),
+                qkv: stacked_linear(
+                    w,
+                    &[
+                        "attention.self.query",
+                        "attention.self.key",
+                        "attention.self.value",
+                    ]
+                    .map(|q| format!("{p}.{q}")),
+                    h,
+                    h,
+                )?,
                 attn_out: linear(w, &format!("{p}.attention.output.dense"), h, h)?,
                 attn_norm: layer_norm(w, &format!("{p}.attention.output.LayerNorm"), h)?,
                 ff_in: linear(w, &format!("{p}.intermediate.dense"), i, h)?,

@@ -99,6 +99,18 @@ pub(crate) fn linear(w: &Weights, name: &str, n: usize, k: usize) -> Result<Line
     Ok(Linear::from_torch(&weight, bias, n, k))
 }
 
+/// Linear layers that read the same input (query, key, value), stacked so that one
+/// GEMM computes all of them.
+pub(crate) fn stacked_linear(w: &Weights, names: &[String], n: usize, k: usize) -> Result<Linear> {
+    let mut weight = Vec::with_capacity(names.len() * n * k);
+    let mut bias = Vec::with_capacity(names.len() * n);
+    for name in names {
+        weight.extend(w.tensor(&format!("{name}.weight"), &[n, k])?);
+        bias.extend(w.tensor(&format!("{name}.bias"), &[n])?);
+    }
+    Ok(Linear::from_torch(&weight, bias, names.len() * n, k))
+}
+
 /// A LayerNorm, under its current names or the `gamma`/`beta` of old BERT checkpoints.
 pub(crate) fn layer_norm(w: &Weights, name: &str, h: usize) -> Result<LayerNorm> {
     let (g, b) = if w.contains(&format!("{name}.weight")) {

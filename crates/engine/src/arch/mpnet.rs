@@ -6,11 +6,10 @@
 
 use std::path::Path;
 
-use super::{layer_norm, linear, Transformer};
+use super::{layer_norm, linear, stacked_linear, Transformer};
 use crate::config::ArchConfig;
 use crate::encoder::{AttentionBias, Embeddings, Encoder, Layer};
 use crate::error::{Error, Result};
-use crate::kernels::gemm::Linear;
 use crate::weights::Weights;
 
 const MAX_DISTANCE: usize = 128;
@@ -46,11 +45,13 @@ pub fn load(cfg: &ArchConfig, w: &mut Weights, config_path: &Path) -> Result<Tra
         .map(|n| {
             let p = format!("encoder.layer.{n}");
             Ok(Layer {
-                qkv: Linear::concat(&[
-                    linear(w, &format!("{p}.attention.attn.q"), h, h)?,
-                    linear(w, &format!("{p}.attention.attn.k"), h, h)?,
-                    linear(w, &format!("{p}.attention.attn.v"), h, h)?,
-                ]),
+                qkv: stacked_linear(
+                    w,
+                    &["attention.attn.q", "attention.attn.k", "attention.attn.v"]
+                        .map(|q| format!("{p}.{q}")),
+                    h,
+                    h,
+                )?,
                 attn_out: linear(w, &format!("{p}.attention.attn.o"), h, h)?,
                 attn_norm: layer_norm(w, &format!("{p}.attention.LayerNorm"), h)?,
                 ff_in: linear(w, &format!("{p}.intermediate.dense"), i, h)?,

@@ -8,55 +8,64 @@
 
 use rayon::prelude::*;
 
-/// A linear layer kept as `[in, out]` row-major, the layout the GEMM packs fastest.
+use super::packed;
+
+/// How a weight is stored: packed panels for our AVX-512 kernel, or `[in, out]`
+/// row-major for matrixmultiply on other CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Packed,
+    RowMajor,
+}
+
+impl Layout {
+    /// The fastest layout this CPU can use.
+    pub fn for_cpu() -> Self {
+        if super::isa() == super::Isa::Avx512 {
+            Layout::Packed
+        } else {
+            Layout::RowMajor
+        }
+    }
+}
+
+/// A linear layer `y = x · Wᵀ + b`, its weight stored for the kernel that will run it.
 pub struct Linear {
-    pub w: Vec<f32>,
+    w: Vec<f32>,
+    layout: Layout,
     pub bias: Vec<f32>,
     pub k: usize,
     pub n: usize,
 }
 
+/// Rows per task when splitting a long batch: small enough to balance two busy cores,
+/// large enough that each task reuses a weight block from L1 many times.
+const ROWS_PER_TASK: usize = 96;
+
 impl Linear {
-    /// From PyTorch's `[out, in]` weight layout.
+    /// From PyTorch's `[out, in]` = `[n, k]` weight layout.
     pub fn from_torch(weight: &[f32], bias: Vec<f32>, n: usize, k: usize) -> Self {
-        assert_eq!(weight.len(), n * k);
-        assert_eq!(bias.len(), n);
-        let mut w = vec![0f32; k * n];
-        // Transpose in tiles to stay in cache.
-        const T: usize = 32;
-        for r0 in (0..n).step_by(T) {
-            for c0 in (0..k).step_by(T) {
-                for r in r0..(r0 + T).min(n) {
-                    for c in c0..(c0 + T).min(k) {
-                        w[c * n + r] = weight[r * k + c];
-                    }
-                }
-            }
-        }
-        Linear { w, bias, k, n }
+        Self::with_layout(weight, bias, n, k, Layout::for_cpu())
     }
 
-    /// Stacks layers that read the same input (query, key, value) into one, so that
-    /// one GEMM computes all three.
-    pub fn concat(parts: &[Linear]) -> Self {
-        let k = parts[0].k;
-        assert!(parts.iter().all(|p| p.k == k));
-        let n: usize = parts.iter().map(|p| p.n).sum();
-        let mut w = vec![0f32; k * n];
-        for row in 0..k {
-            let mut col = 0;
-            for p in parts {
-                w[row * n + col..row * n + col + p.n]
-                    .copy_from_slice(&p.w[row * p.n..(row + 1) * p.n]);
-                col += p.n;
-            }
+    pub fn with_layout(weight: &[f32], bias: Vec<f32>, n: usize, k: usize, layout: Layout) -> Self {
+        assert_eq!(weight.len(), n * k);
+        assert_eq!(bias.len(), n);
+        let w = match layout {
+            Layout::Packed => packed::pack(weight, n, k),
+            Layout::RowMajor => transpose(weight, n, k),
+        };
+        Linear {
+            w,
+            layout,
+            bias,
+            k,
+            n,
         }
-        let bias = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
-        Linear { w, bias, k, n }
     }
 
     pub fn params(&self) -> usize {
-        self.w.len() + self.bias.len()
+        self.k * self.n + self.bias.len()
     }
 
     /// `out = x · W` (or `out += x · W` when `accumulate`), then `epilogue` on each block
@@ -75,57 +84,97 @@ impl Linear {
         if m == 0 {
             return;
         }
-        let beta = if accumulate { 1.0 } else { 0.0 };
         let threads = rayon::current_num_threads();
-        let work = m * n * k;
-        if threads == 1 || work < 1 << 18 {
-            sgemm(x, m, k, &self.w, n, 0, n, out, beta);
+        if threads == 1 || m * n * k < 1 << 18 {
+            // SAFETY: `out` is m × n, checked above.
+            unsafe { self.block(x, m, 0..self.n, out.as_mut_ptr(), accumulate) };
             epilogue(out);
-        } else if m >= threads * 32 {
-            let rows = m.div_ceil(threads).next_multiple_of(8);
+        } else if m >= threads * 48 {
+            // Row blocks: every task runs all columns for its rows, then its epilogue.
+            let rows = ROWS_PER_TASK.min(m.div_ceil(threads).next_multiple_of(12));
             out.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
                 .for_each(|(c, a)| {
-                    let mm = c.len() / n;
-                    sgemm(a, mm, k, &self.w, n, 0, n, c, beta);
+                    // SAFETY: `c` is this task's rows of `out`, whole.
+                    unsafe { self.block(a, c.len() / n, 0..self.n, c.as_mut_ptr(), accumulate) };
                     epilogue(c);
                 });
         } else {
-            let cols = n.div_ceil(threads).next_multiple_of(16);
+            // Few rows: split the columns, then run the epilogue over rows.
+            let cols = n.div_ceil(threads).next_multiple_of(packed::NR);
             let c = SharedMut(out.as_mut_ptr());
             (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
-                let c0 = j * cols;
-                let width = cols.min(n - c0);
-                // SAFETY: each task writes only columns c0..c0+width of `out`, which no
-                // other task touches; `out` outlives the parallel loop.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        width,
-                        1.0,
-                        x.as_ptr(),
-                        k as isize,
-                        1,
-                        self.w.as_ptr().add(c0),
-                        n as isize,
-                        1,
-                        beta,
-                        c.get().add(c0),
-                        n as isize,
-                        1,
-                    );
-                }
+                let cols = j * cols..((j + 1) * cols).min(n);
+                // SAFETY: `out` is m × n; each task writes only its own columns.
+                unsafe { self.block(x, m, cols, c.get(), accumulate) };
             });
             let rows = m.div_ceil(threads).max(1);
             out.par_chunks_mut(rows * n).for_each(|c| epilogue(c));
         }
     }
+
+    /// `out[.., cols] (+)= x · W[.., cols]` on this thread. `cols` starts on a panel edge.
+    ///
+    /// # Safety
+    /// `out` must be valid for `m` rows of `n` floats, and no one else may access
+    /// the columns `cols` of those rows during the call.
+    unsafe fn block(
+        &self,
+        x: &[f32],
+        m: usize,
+        cols: std::ops::Range<usize>,
+        out: *mut f32,
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        assert!(x.len() >= m * k && cols.end <= n);
+        match self.layout {
+            #[cfg(target_arch = "x86_64")]
+            Layout::Packed => {
+                let panels = cols.start / packed::NR..cols.end.div_ceil(packed::NR);
+                // Packed is only chosen when isa() found AVX-512; `x` holds m rows of
+                // k, the caller vouches for `out`, and `w` was packed for this k and n.
+                packed::gemm(x.as_ptr(), k, m, &self.w, k, n, panels, out, n, accumulate)
+            }
+            _ => sgemm(
+                x,
+                m,
+                k,
+                &self.w,
+                n,
+                cols.start,
+                cols.len(),
+                out,
+                n,
+                accumulate,
+            ),
+        }
+    }
 }
 
-/// `c = a · b[.., col0..col0+width] (+ beta c)` with `b` row stride `ldb`.
+/// `[n, k]` to `[k, n]`, in tiles to stay in cache.
+fn transpose(weight: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0f32; k * n];
+    const T: usize = 32;
+    for r0 in (0..n).step_by(T) {
+        for c0 in (0..k).step_by(T) {
+            for r in r0..(r0 + T).min(n) {
+                for c in c0..(c0 + T).min(k) {
+                    w[c * n + r] = weight[r * k + c];
+                }
+            }
+        }
+    }
+    w
+}
+
+/// matrixmultiply on `c[.., col0..col0+width] (+)= a · b[.., col0..col0+width]`,
+/// `b` being `k × ldb` row-major and `c` having row stride `ldc`.
 #[allow(clippy::too_many_arguments)]
-fn sgemm(
+///
+/// # Safety
+/// `c` must be valid for `m` rows at stride `ldc` covering columns `col0..col0+width`.
+unsafe fn sgemm(
     a: &[f32],
     m: usize,
     k: usize,
@@ -133,14 +182,15 @@ fn sgemm(
     ldb: usize,
     col0: usize,
     width: usize,
-    c: &mut [f32],
-    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
 ) {
-    assert!(
-        a.len() >= m * k && c.len() >= m * width && b.len() >= col0 + (k.max(1) - 1) * ldb + width
-    );
-    // SAFETY: the bounds were checked above; matrixmultiply reads and writes only
-    // within m×k, k×width and m×width with the given strides.
+    assert!(a.len() >= m * k);
+    assert!(k == 0 || b.len() >= (k - 1) * ldb + col0 + width);
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: `a` and `b` bounds were checked above, `c` is the caller's promise;
+    // matrixmultiply touches only m×k, k×width and m×width with the given strides.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -154,8 +204,8 @@ fn sgemm(
             ldb as isize,
             1,
             beta,
-            c.as_mut_ptr(),
-            width as isize,
+            c.add(col0),
+            ldc as isize,
             1,
         );
     }
@@ -194,43 +244,46 @@ mod tests {
     }
 
     #[test]
-    fn forward_matches_naive_for_every_split() {
+    fn forward_matches_naive_for_every_split_and_layout() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
-        let (n, k) = (70, 45);
+        // n = 70: a partial last panel; k = 300: two depth passes.
+        let (n, k) = (70, 300);
         let weight: Vec<f32> = (0..n * k)
             .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
             .collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
-        let lin = Linear::from_torch(&weight, bias.clone(), n, k);
-        // m = 3: column split; m = 200: row split; m = 1: single call.
-        for m in [1, 3, 200] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
-                .collect();
-            let want = naive(&x, m, &weight, &bias, n, k);
-            let mut out = vec![f32::NAN; m * n];
-            let b = lin.bias.clone();
-            pool.install(|| {
-                lin.forward(&x, m, &mut out, false, &|rows| {
-                    super::super::math::bias_add(rows, &b)
-                })
-            });
-            for (g, w) in out.iter().zip(&want) {
-                assert!((g - w).abs() < 1e-4, "m={m}: {g} vs {w}");
+        let mut layouts = vec![Layout::RowMajor];
+        if Layout::for_cpu() == Layout::Packed {
+            layouts.push(Layout::Packed);
+        }
+        for layout in layouts {
+            let lin = Linear::with_layout(&weight, bias.clone(), n, k, layout);
+            // 1: single call; 13: column split; 200 and 1000: row split with a remainder.
+            for m in [1, 13, 200, 1000] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
+                    .collect();
+                let want = naive(&x, m, &weight, &bias, n, k);
+                for accumulate in [false, true] {
+                    let mut out = vec![if accumulate { 1.0 } else { f32::NAN }; m * n];
+                    pool.install(|| {
+                        lin.forward(&x, m, &mut out, accumulate, &|rows| {
+                            super::super::math::bias_add(rows, &lin.bias)
+                        })
+                    });
+                    let extra = if accumulate { 1.0 } else { 0.0 };
+                    for (g, w) in out.iter().zip(&want) {
+                        assert!(
+                            (g - w - extra).abs() < 1e-3,
+                            "{layout:?} m={m}: {g} vs {}",
+                            w + extra
+                        );
+                    }
+                }
             }
         }
-    }
-
-    #[test]
-    fn concat_stacks_outputs() {
-        let a = Linear::from_torch(&[1.0, 2.0], vec![0.5], 1, 2);
-        let b = Linear::from_torch(&[3.0, 4.0, 5.0, 6.0], vec![0.1, 0.2], 2, 2);
-        let c = Linear::concat(&[a, b]);
-        assert_eq!((c.k, c.n), (2, 3));
-        assert_eq!(c.w, vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]);
-        assert_eq!(c.bias, vec![0.5, 0.1, 0.2]);
     }
 }

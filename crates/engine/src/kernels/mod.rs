@@ -33,9 +33,12 @@ macro_rules! simd_fn {
     };
 }
 
+pub mod attention;
 pub mod gemm;
 pub mod math;
 pub mod norm;
+pub mod packed;
+pub mod probe;
 pub mod softmax;
 
 /// The instruction set the elementwise kernels run with on this CPU.

@@ -1,0 +1,156 @@
+//! `embgen bench`: throughput on the standard workload, as a share of this machine's limit.
+//!
+//! Figures from a noisy shared machine mean little alone, so the command first measures
+//! the machine itself (FMA peak, and the engine's GEMM on a large product) and reports
+//! every row as a share of those, measured in the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use embgen_engine::kernels::probe;
+use embgen_engine::{EncodeOptions, Model};
+
+use super::EngineArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Models to measure (Hub ids or folders).
+    #[arg(long = "model", default_values = ["sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2"])]
+    pub models: Vec<String>,
+    /// JSONL with a "text" field per line.
+    #[arg(long, default_value = "../shared/bench/workload.jsonl")]
+    pub workload: PathBuf,
+    /// Only the first N texts of the workload.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    pub batch_sizes: Vec<usize>,
+    /// Runs of the single-query latency probe.
+    #[arg(long, default_value_t = 200)]
+    pub latency_runs: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn read_workload(args: &Args) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(&args.workload)
+        .with_context(|| format!("cannot read {}", args.workload.display()))?;
+    let mut texts = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("workload line {}", n + 1))?;
+        let Some(t) = v["text"].as_str() else {
+            bail!("workload line {}: no \"text\"", n + 1)
+        };
+        texts.push(t.to_string());
+    }
+    if let Some(limit) = args.limit {
+        texts.truncate(limit);
+    }
+    Ok(texts)
+}
+
+struct Row {
+    texts: usize,
+    tokens: usize,
+    seconds: f64,
+    flops: f64,
+}
+
+fn run_once(model: &Model, texts: &[&str], batch: usize) -> anyhow::Result<Row> {
+    let opts = EncodeOptions {
+        batch_size: batch,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let out = model.embed(texts, &opts)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Row {
+        texts: out.len(),
+        tokens: out.iter().map(|e| e.tokens).sum(),
+        seconds,
+        flops: out.iter().map(|e| model.flops(e.tokens)).sum(),
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let texts = read_workload(&args)?;
+    let load = args.engine.load_options()?;
+    let pool = load.pool.clone().expect("load_options sets a pool");
+    let threads = pool.current_num_threads();
+    println!(
+        "# embgen bench: {} texts from {}, {threads} threads, kernels {}",
+        texts.len(),
+        args.workload.display(),
+        embgen_engine::kernels::isa().name()
+    );
+    let peak = probe::fma_peak_gflops(&pool);
+    let gemm = probe::gemm_gflops(&pool, 2048, 384, 1536);
+    println!("# machine: FMA peak {peak:.0} GFLOP/s; engine GEMM 2048x384x1536 {gemm:.0} GFLOP/s ({:.0}% of peak)\n", 100.0 * gemm / peak);
+
+    let hub = embgen_hub::HubOptions::from_env();
+    println!("| model | order | batch | texts | tokens | s | texts/s | tokens/s | GFLOP/s | % FMA peak | % GEMM |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut latencies = Vec::new();
+    for name in &args.models {
+        let loaded = crate::loader::load(name, &hub, load.clone())?;
+        let model = &loaded.model;
+        let short = name.rsplit('/').next().unwrap_or(name);
+        let file_order: Vec<&str> = texts.iter().map(String::as_str).collect();
+        // Longest first, as sentence-transformers orders its batches.
+        let mut sorted = file_order.clone();
+        sorted.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        run_once(model, &file_order[..file_order.len().min(64)], 32)?; // warm up
+        for &batch in &args.batch_sizes {
+            for (order, set) in [("file", &file_order), ("sorted", &sorted)] {
+                let r = run_once(model, set, batch)?;
+                let gflops = r.flops / r.seconds / 1e9;
+                println!(
+                    "| {short} | {order} | {batch} | {} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0}% | {:.0}% |",
+                    r.texts, r.tokens, r.seconds,
+                    r.texts as f64 / r.seconds, r.tokens as f64 / r.seconds,
+                    gflops, 100.0 * gflops / peak, 100.0 * gflops / gemm,
+                );
+            }
+        }
+        latencies.push((
+            short.to_string(),
+            query_latency(model, &texts, args.latency_runs)?,
+        ));
+    }
+    println!();
+    for (name, (p50, p99)) in latencies {
+        println!("# {name}: one 16-token query, batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+    Ok(())
+}
+
+/// Median and 99th percentile of embedding one 16-token text on its own.
+fn query_latency(model: &Model, texts: &[String], runs: usize) -> anyhow::Result<(f64, f64)> {
+    let opts = EncodeOptions {
+        max_tokens: Some(16),
+        batch_size: 1,
+        ..Default::default()
+    };
+    // A text long enough to be cut at exactly 16 tokens.
+    let text = texts
+        .iter()
+        .find(|t| t.split_whitespace().count() > 30)
+        .context("the workload has no text of 30 words")?;
+    let tokens = model.tokenize(&[text], &opts)?;
+    let one = [&tokens[0]];
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        model.forward(&one, true)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
+}
