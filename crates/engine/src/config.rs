@@ -15,20 +15,24 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Reads and parses a JSON file, naming the file in every error.
+/// Reads and parses a JSON file, naming the file and the field at fault in errors.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        // serde_json says "missing field `x`" or "invalid type ... at line 3 column 5":
-        // lift the field name out when there is one.
-        let msg = e.to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .unwrap_or("(json)")
-            .to_string();
-        Error::invalid(path, field, msg)
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        // A missing field is reported at its parent; serde names it in the message.
+        let field = match (field.as_str(), inner.to_string()) {
+            (".", msg) => msg
+                .split('`')
+                .nth(1)
+                .filter(|_| msg.contains("missing field"))
+                .unwrap_or("(json)")
+                .to_string(),
+            _ => field,
+        };
+        Error::invalid(path, field, inner.to_string())
     })
 }
 

@@ -60,7 +60,7 @@ fn check(cfg: &ArchConfig, path: &Path) -> Result<()> {
             ));
         }
     }
-    if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+    if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
         return Err(Error::invalid(
             path,
             "num_attention_heads",

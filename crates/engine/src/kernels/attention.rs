@@ -8,6 +8,9 @@
 
 use super::softmax::exp_rows;
 
+/// Adds a bias to one head's `len × len` scores (MPNet's relative positions).
+pub type ScoreBias<'a> = &'a dyn Fn(&mut [f32]);
+
 /// Scratch reused across calls on a thread.
 #[derive(Default)]
 pub struct Scratch {
@@ -38,7 +41,7 @@ pub unsafe fn attend(
     len: usize,
     d: usize,
     scale: f32,
-    bias: Option<&dyn Fn(&mut [f32])>,
+    bias: Option<ScoreBias<'_>>,
     out: *mut f32,
     ldo: usize,
     s: &mut Scratch,

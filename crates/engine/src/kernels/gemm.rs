@@ -109,7 +109,7 @@ impl Linear {
                 unsafe { self.block(x, m, cols, c.get(), accumulate) };
             });
             let rows = m.div_ceil(threads).max(1);
-            out.par_chunks_mut(rows * n).for_each(|c| epilogue(c));
+            out.par_chunks_mut(rows * n).for_each(epilogue);
         }
     }
 

@@ -33,9 +33,12 @@ pub fn model_dir(id: &str) -> PathBuf {
     }
 }
 
+/// Models loaded so far in this test binary, by id.
+type Loaded = std::sync::Mutex<Vec<(String, Arc<Model>)>>;
+
 /// Each model is loaded once per test binary.
 pub fn model(id: &str) -> Arc<Model> {
-    static MODELS: OnceLock<std::sync::Mutex<Vec<(String, Arc<Model>)>>> = OnceLock::new();
+    static MODELS: OnceLock<Loaded> = OnceLock::new();
     let mut models = MODELS.get_or_init(Default::default).lock().unwrap();
     if let Some((_, m)) = models.iter().find(|(n, _)| n == id) {
         return m.clone();
