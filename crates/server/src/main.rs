@@ -3,10 +3,8 @@
 //! One binary for everything a user runs: the HTTP server, batch embedding of files,
 //! the benchmark, and the container health probe.
 
-mod commands;
-mod loader;
-
 use clap::{Parser, Subcommand};
+use embgen::commands;
 
 #[derive(Parser)]
 #[command(
@@ -21,24 +19,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP server (every flag can also be set by the environment variable shown).
+    Serve(embgen::config::ServeArgs),
     /// Embed a file of texts (JSONL with a "text" field, or plain lines) to JSONL.
     Embed(commands::embed::Args),
     /// Measure throughput on the standard workload and the share of this machine's limit.
     Bench(commands::bench::Args),
+    /// Exit 0 if the local server is healthy (for container health checks).
+    Health(commands::health::Args),
+    /// Download a model into the Hugging Face cache (HF_HOME) and print its folder.
+    Download(commands::download::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
-        Command::Embed(args) => commands::embed::run(args),
-        Command::Bench(args) => commands::bench::run(args),
+        Command::Serve(args) => serve(args),
+        other => {
+            embgen::server::init_logging(
+                &std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+                embgen::config::LogFormat::Text,
+            );
+            match other {
+                Command::Embed(args) => commands::embed::run(args),
+                Command::Bench(args) => commands::bench::run(args),
+                Command::Health(args) => commands::health::run(args),
+                Command::Download(args) => commands::download::run(args),
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -47,4 +56,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn serve(args: embgen::config::ServeArgs) -> anyhow::Result<()> {
+    let args = args.validate()?;
+    embgen::server::init_logging(&args.log_level, args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("embgen-io")
+        .build()?
+        .block_on(embgen::server::run(args))
 }

@@ -39,6 +39,7 @@ pub struct Args {
 }
 
 /// One input line: the text, and the JSON object it came in (if any).
+#[derive(Debug)]
 struct Item {
     text: String,
     fields: Option<Map<String, Value>>,

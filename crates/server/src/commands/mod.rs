@@ -1,7 +1,9 @@
 //! The subcommands of the `embgen` binary, one module each.
 
 pub mod bench;
+pub mod download;
 pub mod embed;
+pub mod health;
 
 use embgen_engine::thread_pool;
 

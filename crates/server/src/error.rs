@@ -1,0 +1,104 @@
+//! The JSON error every route answers with, and how internal errors map onto it.
+//!
+//! Clients get a status that says whose fault it was, a stable machine-readable code
+//! to branch on, and a message for people. Nothing internal leaks: engine and Hub
+//! errors name files, so paths are cut down to the model-relative part before they
+//! reach a response, and panics become a plain 500.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: invalid_json, validation_error, too_many_texts, payload_too_large,
+    /// invalid_model_name, model_not_found, model_not_loaded, model_load_failed,
+    /// hub_unreachable, not_ready, internal_error.
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            message,
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the server failed to handle the request; see its logs",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                status: self.status.as_u16(),
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Removes every occurrence of the given folders from a message, so that an engine
+/// error such as "/root/.cache/huggingface/hub/models--x/snapshots/abc/config.json:
+/// hidden_size: ..." reaches the client as "config.json: hidden_size: ...".
+pub fn strip_paths(message: &str, folders: &[&std::path::Path]) -> String {
+    let mut out = message.to_string();
+    for folder in folders {
+        let s = folder.display().to_string();
+        if s.len() > 1 {
+            out = out
+                .replace(&format!("{s}/"), "")
+                .replace(&s, "(model folder)");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cut() {
+        let dir = std::path::Path::new("/srv/models/m");
+        let msg = "/srv/models/m/config.json: hidden_size: bad; see /srv/models/m";
+        assert_eq!(
+            strip_paths(msg, &[dir]),
+            "config.json: hidden_size: bad; see (model folder)"
+        );
+    }
+}

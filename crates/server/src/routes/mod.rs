@@ -1,0 +1,88 @@
+//! The HTTP routes: the brief's API, one module per group, and the router that joins them.
+
+pub mod docs;
+pub mod embeddings;
+pub mod models;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::registry::Registry;
+
+/// Everything a handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub config: Arc<ServeArgs>,
+    pub started: Instant,
+    pub preload: Arc<service::Preload>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(service::root))
+        .route("/health", get(service::health))
+        .route("/embeddings", post(embeddings::embeddings))
+        .route("/model/info", get(models::info))
+        .route("/model/load", post(models::load))
+        .route("/model/unload", post(models::unload))
+        .merge(docs::router())
+        .with_state(state)
+}
+
+/// The routes a request can match, for logs; anything else is "unmatched" so that a
+/// scan of random paths does not fill logs and metrics with new labels.
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/health",
+    "/embeddings",
+    "/model/info",
+    "/model/load",
+    "/model/unload",
+    "/docs",
+    "/redoc",
+    "/redoc/redoc.standalone.js",
+    "/openapi.json",
+];
+
+/// Parses a JSON body. Malformed JSON is the client's syntax (400); well-formed JSON of
+/// the wrong shape is a validation error (422); a body over MAX_REQUEST_BYTES is 413.
+/// The Content-Type is not required: `curl -d` sends a form type by default.
+pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than MAX_REQUEST_BYTES",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the request body could not be read",
+            )
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::validation(e.to_string()),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            ),
+        }
+    })
+}

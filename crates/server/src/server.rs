@@ -1,0 +1,126 @@
+//! `embgen serve`: builds the application from its configuration and runs it until a
+//! shutdown signal, letting requests in flight finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::config::{LogFormat, ServeArgs};
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::routes::{self, service::Preload, AppState};
+
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any),
+    )
+}
+
+/// The whole application, ready to serve.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut app = routes::router(state)
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal().into_response()
+        }))
+        .layer(axum::middleware::from_fn(crate::request_log::log_requests));
+    if let Some(cors) = cors(&config.cors_allow_origins) {
+        app = app.layer(cors);
+    }
+    app
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let pool = embgen_engine::thread_pool(args.threads)?;
+    let registry = Arc::new(Registry::new(
+        args.hub_options(),
+        args.model_dirs.clone(),
+        pool,
+        args.max_sequence_length,
+        args.default_model.clone(),
+    ));
+    let state = AppState {
+        registry: registry.clone(),
+        config: Arc::new(args.clone()),
+        started: Instant::now(),
+        preload: Arc::new(Preload::default()),
+    };
+    if args.preload {
+        let preload = state.preload.clone();
+        preload.loading();
+        let name = args.default_model.clone();
+        tokio::spawn(async move {
+            match registry.get_or_load(&name).await {
+                Ok(_) => preload.done(),
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e.message, "default model failed to load");
+                    preload.failed(e.message);
+                }
+            }
+        });
+    }
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
+    tracing::info!(%addr, default_model = %args.default_model, "embgen listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("embgen stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}
