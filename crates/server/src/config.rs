@@ -71,6 +71,18 @@ pub struct ServeArgs {
     /// Most texts the engine runs in one forward pass; a request's batch_size is capped by it.
     #[arg(long, env = "MAX_BATCH_SIZE", value_name = "MAX_BATCH_SIZE", default_value = "32", value_parser = positive)]
     pub max_batch_size: usize,
+    /// Most tokens in one forward pass (a single longer text still runs).
+    #[arg(long, env = "MAX_BATCH_TOKENS", value_name = "MAX_BATCH_TOKENS", default_value = "16384", value_parser = positive)]
+    pub max_batch_tokens: usize,
+    /// Embedding requests handled at once; more are refused at once with 429.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", value_name = "MAX_CONCURRENT_REQUESTS", default_value = "512", value_parser = positive)]
+    pub max_concurrent_requests: usize,
+    /// Tokens waiting per model before new requests are refused with 429.
+    #[arg(long, env = "MAX_QUEUED_TOKENS", value_name = "MAX_QUEUED_TOKENS", default_value = "262144", value_parser = positive)]
+    pub max_queued_tokens: usize,
+    /// Seconds to finish requests in flight after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = positive)]
+    pub shutdown_timeout: usize,
     /// Cut texts at this many tokens (default: each model's own max_seq_length, never more).
     #[arg(long, env = "MAX_SEQUENCE_LENGTH", value_name = "MAX_SEQUENCE_LENGTH", value_parser = positive)]
     pub max_sequence_length: Option<usize>,
@@ -168,6 +180,14 @@ impl ServeArgs {
             bail!("DEFAULT_MODEL: must name a model");
         }
         Ok(self)
+    }
+
+    pub fn batch_limits(&self) -> crate::batcher::Limits {
+        crate::batcher::Limits {
+            max_batch_size: self.max_batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+            max_queued_tokens: self.max_queued_tokens,
+        }
     }
 
     pub fn hub_options(&self) -> embgen_hub::HubOptions {

@@ -27,7 +27,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable: invalid_json, validation_error, too_many_texts, payload_too_large,
     /// invalid_model_name, model_not_found, model_not_loaded, model_load_failed,
-    /// hub_unreachable, not_ready, internal_error.
+    /// hub_unreachable, overloaded, model_unloaded, internal_error.
     pub code: String,
     pub message: String,
     pub status: u16,
@@ -68,7 +68,14 @@ impl IntoResponse for ApiError {
                 status: self.status.as_u16(),
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }
 

@@ -27,6 +27,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Exit 0 if the local server is healthy (for container health checks).
     Health(commands::health::Args),
+    /// Load-test a running server on this machine (loopback only).
+    Load(commands::load::Args),
     /// Download a model into the Hugging Face cache (HF_HOME) and print its folder.
     Download(commands::download::Args),
 }
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
                 Command::Bench(args) => commands::bench::run(args),
                 Command::Health(args) => commands::health::run(args),
                 Command::Download(args) => commands::download::run(args),
+                Command::Load(args) => commands::load::run(args),
                 Command::Serve(_) => unreachable!("handled above"),
             }
         }

@@ -17,7 +17,9 @@ use embgen_engine::{LoadOptions, Model};
 use embgen_hub::{HubOptions, Resolved, Source};
 use rayon::ThreadPool;
 
+use crate::batcher::{Batcher, Limits};
 use crate::error::{strip_paths, ApiError};
+use crate::metrics;
 
 pub struct LoadedModel {
     /// Canonical name: full Hub id, or the folder's path below its MODEL_DIRS entry.
@@ -26,6 +28,8 @@ pub struct LoadedModel {
     pub source: Resolved,
     pub load_time: Duration,
     pub loaded_at: SystemTime,
+    /// Merges concurrent requests for this model into engine batches.
+    pub batcher: Batcher,
 }
 
 /// What a requested name points at.
@@ -51,6 +55,7 @@ pub struct Registry {
     model_dirs: Vec<PathBuf>,
     pool: Arc<ThreadPool>,
     max_sequence_length: Option<usize>,
+    limits: Limits,
     pub default_model: String,
 }
 
@@ -64,6 +69,7 @@ impl Registry {
         model_dirs: Vec<PathBuf>,
         pool: Arc<ThreadPool>,
         max_sequence_length: Option<usize>,
+        limits: Limits,
         default_model: String,
     ) -> Self {
         Registry {
@@ -73,6 +79,7 @@ impl Registry {
             model_dirs,
             pool,
             max_sequence_length,
+            limits,
             default_model,
         }
     }
@@ -178,17 +185,20 @@ impl Registry {
             .cloned()
             .chain(std::iter::once(hub.cache_dir()))
             .collect();
-        let loaded = tokio::task::spawn_blocking(move || load(target, &hub, opts, &folders))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "model load task failed");
-                ApiError::internal()
-            })??;
+        let limits = self.limits;
+        let loaded =
+            tokio::task::spawn_blocking(move || load(target, &hub, opts, &folders, limits))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "model load task failed");
+                    ApiError::internal()
+                })??;
         let loaded = Arc::new(loaded);
         self.models
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone(), loaded.clone());
+        metrics::models_loaded(self.list().len());
         self.loading
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -206,6 +216,8 @@ impl Registry {
             .remove(target.key())
             .ok_or_else(|| not_loaded(name))?;
         tracing::info!(model = %removed.name, "model unloaded");
+        metrics::model_unloaded(&removed.name);
+        metrics::models_loaded(self.list().len());
         Ok(removed)
     }
 }
@@ -232,6 +244,22 @@ fn load(
     hub: &HubOptions,
     opts: LoadOptions,
     folders: &[PathBuf],
+    limits: Limits,
+) -> Result<LoadedModel, ApiError> {
+    let start = Instant::now();
+    let key = target.key().to_string();
+    let result = load_model(target, hub, opts, folders, limits);
+    let memory = result.as_ref().map_or(0, |m| m.model.info().memory_bytes);
+    metrics::model_loaded(&key, result.is_ok(), start.elapsed(), memory);
+    result
+}
+
+fn load_model(
+    target: Target,
+    hub: &HubOptions,
+    opts: LoadOptions,
+    folders: &[PathBuf],
+    limits: Limits,
 ) -> Result<LoadedModel, ApiError> {
     let start = Instant::now();
     let (name, source) = match target {
@@ -272,9 +300,11 @@ fn load(
         ms = load_time.as_millis() as u64,
         "model loaded"
     );
+    let model = Arc::new(model);
     Ok(LoadedModel {
+        batcher: Batcher::start(model.clone(), name.clone(), limits),
         name,
-        model: Arc::new(model),
+        model,
         source,
         load_time,
         loaded_at: SystemTime::now(),
@@ -329,7 +359,12 @@ mod tests {
 
     fn registry(dirs: Vec<PathBuf>) -> Registry {
         let pool = embgen_engine::thread_pool(Some(1)).unwrap();
-        Registry::new(HubOptions::default(), dirs, pool, None, "m".into())
+        let limits = Limits {
+            max_batch_size: 8,
+            max_batch_tokens: 1024,
+            max_queued_tokens: 1 << 16,
+        };
+        Registry::new(HubOptions::default(), dirs, pool, None, limits, "m".into())
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
         .get::<RequestStats>()
         .copied()
         .unwrap_or_default();
+    crate::metrics::request(route, resp.status().as_u16(), elapsed);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

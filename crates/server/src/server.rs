@@ -60,20 +60,45 @@ pub fn app(state: AppState) -> Router {
     app
 }
 
+/// The engine's threads, a little below normal priority: they keep both cores busy
+/// under load, and the HTTP threads (accepting, refusing with 429, answering /health)
+/// must still get a core at once when a request arrives.
+fn engine_pool(threads: Option<usize>) -> anyhow::Result<Arc<rayon::ThreadPool>> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("embgen-engine-{i}"))
+        .start_handler(|_| {
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority on this thread's own id (Linux nice values are
+            // per thread); failure leaves the priority as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+            }
+        })
+        .build()
+        .context("THREADS: cannot start the engine's threads")?;
+    Ok(Arc::new(pool))
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let pool = embgen_engine::thread_pool(args.threads)?;
+    let pool = engine_pool(args.threads)?;
     let registry = Arc::new(Registry::new(
         args.hub_options(),
         args.model_dirs.clone(),
         pool,
         args.max_sequence_length,
+        args.batch_limits(),
         args.default_model.clone(),
     ));
+    crate::metrics::install();
     let state = AppState {
         registry: registry.clone(),
         config: Arc::new(args.clone()),
         started: Instant::now(),
         preload: Arc::new(Preload::default()),
+        admission: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent_requests)),
     };
     if args.preload {
         let preload = state.preload.clone();
@@ -94,10 +119,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
     tracing::info!(%addr, default_model = %args.default_model, "embgen listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let grace = std::time::Duration::from_secs(args.shutdown_timeout as u64);
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        // Once the signal came, requests in flight get SHUTDOWN_TIMEOUT to finish.
+        _ = async {
+            let _ = stop_rx.await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(seconds = grace.as_secs(), "requests still running at the shutdown timeout; stopping anyway"),
+    }
     tracing::info!("embgen stopped");
     Ok(())
 }

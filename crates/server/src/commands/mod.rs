@@ -4,6 +4,7 @@ pub mod bench;
 pub mod download;
 pub mod embed;
 pub mod health;
+pub mod load;
 
 use embgen_engine::thread_pool;
 

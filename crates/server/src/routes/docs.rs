@@ -17,6 +17,7 @@ use crate::error;
     paths(
         service::root,
         service::health,
+        service::metrics,
         embeddings::embeddings,
         models::info,
         models::load,

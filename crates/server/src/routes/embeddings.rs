@@ -5,14 +5,16 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use embgen_engine::{EncodeOptions, Tokenized};
+use embgen_engine::EncodeOptions;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{parse_json, AppState};
+use crate::batcher::overloaded;
 use crate::error::ApiError;
 use crate::request_log::RequestStats;
 
@@ -50,11 +52,22 @@ pub struct EmbeddingResponse {
     (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
     (status = 413, description = "Too many texts or body too large", body = crate::error::ErrorBody),
     (status = 422, description = "Invalid fields", body = crate::error::ErrorBody),
+    (status = 429, description = "Overloaded: retry after the Retry-After header's seconds", body = crate::error::ErrorBody),
 ))]
 pub async fn embeddings(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Refused at once rather than queued without bound: a client told to retry does
+    // better than one that times out. The permit is taken before the body is even parsed, so
+    // refusing costs next to nothing, and held until the response is built.
+    let _permit = st.admission.clone().try_acquire_owned().map_err(|_| {
+        crate::metrics::rejected("concurrency");
+        overloaded(format!(
+            "{} embedding requests are in progress (MAX_CONCURRENT_REQUESTS); retry shortly",
+            st.config.max_concurrent_requests
+        ))
+    })?;
     let req: EmbeddingRequest = parse_json(body)?;
     if req.texts.is_empty() {
         return Err(ApiError::validation("texts must hold at least one text"));
@@ -84,34 +97,33 @@ pub async fn embeddings(
     let start = Instant::now();
     let model = entry.model.clone();
     let texts = req.texts;
-    let (embeddings, tokens) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    // Tokenizing is this request's own work: it runs here, beside the engine's batches.
+    let encoded = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encoded = model
-            .tokenize(&refs, &EncodeOptions::default())
-            .map_err(|e| ApiError::validation(e.to_string()))?;
-        let tokens: usize = encoded.iter().map(|t| t.ids.len()).sum();
-        let mut out = Vec::with_capacity(encoded.len());
-        for chunk in encoded.chunks(batch_size) {
-            let batch: Vec<&Tokenized> = chunk.iter().collect();
-            out.extend(model.forward(&batch, normalize).map_err(|e| {
-                tracing::error!(error = %e, "forward pass failed");
-                ApiError::internal()
-            })?);
-        }
-        Ok((out, tokens))
+        model.tokenize(&refs, &EncodeOptions::default())
     })
     .await
     .map_err(|e| {
-        tracing::error!(error = %e, "embedding task failed");
+        tracing::error!(error = %e, "tokenizer task failed");
         ApiError::internal()
-    })??;
+    })?
+    .map_err(|e| ApiError::validation(e.to_string()))?;
+    let tokens: usize = encoded.iter().map(|t| t.ids.len()).sum();
+    // If this handler is dropped (the client went away), the receiver goes with it
+    // and the batcher skips the texts not yet computed.
+    let output = entry
+        .batcher
+        .submit(encoded, batch_size, normalize)?
+        .await
+        .map_err(|_| ApiError::internal())??;
+    crate::metrics::embedded(&entry.name, output.vectors.len(), tokens);
     let body = EmbeddingResponse {
-        total_texts: embeddings.len(),
+        total_texts: output.vectors.len(),
         dimensions: entry.model.dimensions(),
         model_name: entry.name.clone(),
         processing_time: start.elapsed().as_secs_f64(),
         total_tokens: tokens,
-        embeddings,
+        embeddings: output.vectors,
     };
     let stats = RequestStats {
         texts: body.total_texts,
@@ -119,5 +131,11 @@ pub async fn embeddings(
     };
     let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(stats);
+    let ms =
+        |d: std::time::Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1e3));
+    if let (Ok(q), Ok(c)) = (ms(output.queue_time), ms(output.compute_time)) {
+        resp.headers_mut().insert("x-queue-time-ms", q);
+        resp.headers_mut().insert("x-compute-time-ms", c);
+    }
     Ok(resp)
 }

@@ -26,12 +26,15 @@ pub struct AppState {
     pub config: Arc<ServeArgs>,
     pub started: Instant,
     pub preload: Arc<service::Preload>,
+    /// One permit per embedding request in progress (MAX_CONCURRENT_REQUESTS).
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(service::root))
         .route("/health", get(service::health))
+        .route("/metrics", get(service::metrics))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/model/info", get(models::info))
         .route("/model/load", post(models::load))

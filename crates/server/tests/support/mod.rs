@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../engine/tests/common/mod.rs"]
+#[path = "../../../engine/tests/common/mod.rs"]
 pub mod common;
 
 pub struct Server {

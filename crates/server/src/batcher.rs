@@ -1,0 +1,348 @@
+//! Merges the texts of concurrent requests into engine batches, one queue per model.
+//!
+//! The engine is fastest on full batches, while clients each send a few texts. Each
+//! request is tokenized on its own (off the engine's threads) and queued as a job;
+//! one worker thread per model takes texts from the waiting jobs round-robin, up to
+//! MAX_BATCH_SIZE texts and MAX_BATCH_TOKENS tokens, runs them as one packed forward
+//! pass and hands each job its own vectors. A job that still has texts goes to the
+//! back of the queue, so a large request shares the engine with small ones instead of
+//! holding it. A job whose client has gone is dropped before its texts are computed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use embgen_engine::{Model, Tokenized};
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::metrics;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most texts in one forward pass.
+    pub max_batch_size: usize,
+    /// Most tokens in one forward pass (a single longer text still runs alone).
+    pub max_batch_tokens: usize,
+    /// Most tokens waiting in the queue before new requests are refused with 429.
+    pub max_queued_tokens: usize,
+}
+
+/// What a request gets back.
+pub struct Output {
+    pub vectors: Vec<Vec<f32>>,
+    /// From queueing to the start of the job's first batch.
+    pub queue_time: Duration,
+    /// Time of the forward passes that held the job's texts.
+    pub compute_time: Duration,
+}
+
+struct Job {
+    texts: Vec<Tokenized>,
+    /// Next text to schedule; everything before it is in a batch already.
+    next: usize,
+    /// The request's own batch_size: its most texts in one forward pass.
+    per_batch: usize,
+    normalize: bool,
+    results: Vec<Option<Vec<f32>>>,
+    done: usize,
+    enqueued: Instant,
+    started: Option<Instant>,
+    compute: Duration,
+    reply: Option<oneshot::Sender<Result<Output, ApiError>>>,
+}
+
+impl Job {
+    fn tokens_left(&self) -> usize {
+        self.texts[self.next..].iter().map(|t| t.ids.len()).sum()
+    }
+    fn cancelled(&self) -> bool {
+        self.reply.as_ref().is_none_or(|r| r.is_closed())
+    }
+}
+
+type JobRef = Arc<Mutex<Job>>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<JobRef>,
+    queued_tokens: usize,
+    queued_texts: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    limits: Limits,
+    model_name: String,
+}
+
+pub struct Batcher {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Batcher {
+    pub fn start(model: Arc<Model>, model_name: String, limits: Limits) -> Batcher {
+        let shared = Arc::new(Shared {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            limits,
+            model_name,
+        });
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("embgen-batcher".into())
+            .spawn(move || run(worker_shared, model))
+            .expect("a thread can be started");
+        Batcher {
+            shared,
+            worker: Some(worker),
+        }
+    }
+
+    /// Queues a request's texts; the receiver yields its vectors in order. Refuses at
+    /// once (429) when the queue already holds MAX_QUEUED_TOKENS.
+    pub fn submit(
+        &self,
+        texts: Vec<Tokenized>,
+        per_batch: usize,
+        normalize: bool,
+    ) -> Result<oneshot::Receiver<Result<Output, ApiError>>, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let n = texts.len();
+        let tokens: usize = texts.iter().map(|t| t.ids.len()).sum();
+        if n == 0 {
+            let _ = tx.send(Ok(Output {
+                vectors: Vec::new(),
+                queue_time: Duration::ZERO,
+                compute_time: Duration::ZERO,
+            }));
+            return Ok(rx);
+        }
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // An empty queue always takes a request, so one larger than the bound still runs.
+        if q.queued_tokens > 0 && q.queued_tokens + tokens > self.shared.limits.max_queued_tokens {
+            metrics::rejected("queue_full");
+            return Err(overloaded(format!(
+                "the queue of {} is full ({} tokens waiting); retry shortly",
+                self.shared.model_name, q.queued_tokens
+            )));
+        }
+        q.queued_tokens += tokens;
+        q.queued_texts += n;
+        q.jobs.push_back(Arc::new(Mutex::new(Job {
+            texts,
+            next: 0,
+            per_batch: per_batch.max(1),
+            normalize,
+            results: vec![None; n],
+            done: 0,
+            enqueued: Instant::now(),
+            started: None,
+            compute: Duration::ZERO,
+            reply: Some(tx),
+        })));
+        metrics::queue_depth(&self.shared.model_name, q.queued_texts, q.queued_tokens);
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(rx)
+    }
+}
+
+pub fn overloaded(message: String) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
+        self.shared.wake.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// A slice of one job's texts in a batch.
+struct Part {
+    job: JobRef,
+    range: std::ops::Range<usize>,
+}
+
+/// Takes the next batch from the queue, waiting for work; None once closed.
+fn next_batch(shared: &Shared) -> Option<Vec<Part>> {
+    let limits = shared.limits;
+    let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if q.closed {
+            // Whatever is still queued will never run: say so rather than hang.
+            for job in q.jobs.drain(..) {
+                if let Some(tx) = job.lock().unwrap_or_else(|e| e.into_inner()).reply.take() {
+                    let _ = tx.send(Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "model_unloaded",
+                        "the model was unloaded before this request ran",
+                    )));
+                }
+            }
+            return None;
+        }
+        // Jobs whose clients are gone leave before they cost anything.
+        let mut dropped = (0, 0);
+        q.jobs.retain(|job| {
+            let j = job.lock().unwrap_or_else(|e| e.into_inner());
+            if j.cancelled() {
+                dropped.0 += j.texts.len() - j.next;
+                dropped.1 += j.tokens_left();
+                false
+            } else {
+                true
+            }
+        });
+        if dropped.0 > 0 {
+            q.queued_texts -= dropped.0;
+            q.queued_tokens -= dropped.1;
+            metrics::cancelled_texts(&shared.model_name, dropped.0);
+        }
+        if !q.jobs.is_empty() {
+            break;
+        }
+        q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+    }
+
+    let mut parts = Vec::new();
+    let (mut texts, mut tokens) = (0, 0);
+    let mut finished = Vec::new();
+    let mut rotated = Vec::new();
+    for (i, job) in q.jobs.iter().enumerate() {
+        if texts >= limits.max_batch_size {
+            break;
+        }
+        let mut j = job.lock().unwrap_or_else(|e| e.into_inner());
+        let start = j.next;
+        let mut end = start;
+        while end < j.texts.len() && end - start < j.per_batch && texts < limits.max_batch_size {
+            let len = j.texts[end].ids.len();
+            // The first text of a batch always goes in, however long.
+            if texts > 0 && tokens + len > limits.max_batch_tokens {
+                break;
+            }
+            texts += 1;
+            tokens += len;
+            end += 1;
+        }
+        if end == start {
+            break;
+        }
+        j.next = end;
+        j.started.get_or_insert_with(Instant::now);
+        if end == j.texts.len() {
+            finished.push(i);
+        } else {
+            rotated.push(i);
+        }
+        parts.push(Part {
+            job: job.clone(),
+            range: start..end,
+        });
+        if tokens >= limits.max_batch_tokens {
+            break;
+        }
+    }
+    // Fully scheduled jobs leave the queue; partly scheduled ones go to its back.
+    let mut keep = VecDeque::with_capacity(q.jobs.len());
+    let mut back = Vec::new();
+    for (i, job) in q.jobs.drain(..).enumerate() {
+        if finished.contains(&i) {
+            continue;
+        } else if rotated.contains(&i) {
+            back.push(job);
+        } else {
+            keep.push_back(job);
+        }
+    }
+    keep.extend(back);
+    q.jobs = keep;
+    q.queued_texts -= texts;
+    q.queued_tokens -= tokens;
+    metrics::queue_depth(&shared.model_name, q.queued_texts, q.queued_tokens);
+    Some(parts)
+}
+
+fn run(shared: Arc<Shared>, model: Arc<Model>) {
+    while let Some(parts) = next_batch(&shared) {
+        // Every part of one forward pass shares its normalize flag; jobs that differ
+        // run as separate passes over the same packed batch layout.
+        for normalize in [true, false] {
+            let mine: Vec<&Part> = parts
+                .iter()
+                .filter(|p| p.job.lock().unwrap_or_else(|e| e.into_inner()).normalize == normalize)
+                .collect();
+            if !mine.is_empty() {
+                forward(&shared, &model, &mine, normalize);
+            }
+        }
+    }
+}
+
+fn forward(shared: &Shared, model: &Model, parts: &[&Part], normalize: bool) {
+    // Copy the token ids out so that no job lock is held across the forward pass.
+    let inputs: Vec<Tokenized> = parts
+        .iter()
+        .flat_map(|p| {
+            let j = p.job.lock().unwrap_or_else(|e| e.into_inner());
+            j.texts[p.range.clone()].to_vec()
+        })
+        .collect();
+    let refs: Vec<&Tokenized> = inputs.iter().collect();
+    let tokens: usize = inputs.iter().map(|t| t.ids.len()).sum();
+    for p in parts {
+        let j = p.job.lock().unwrap_or_else(|e| e.into_inner());
+        metrics::queue_wait(
+            &shared.model_name,
+            j.started.unwrap_or(j.enqueued) - j.enqueued,
+        );
+    }
+    let start = Instant::now();
+    let result = model.forward(&refs, normalize);
+    let elapsed = start.elapsed();
+    metrics::batch(&shared.model_name, refs.len(), tokens, elapsed);
+    let mut vectors = match result {
+        Ok(v) => v.into_iter(),
+        Err(e) => {
+            tracing::error!(model = %shared.model_name, error = %e, "forward pass failed");
+            for p in parts {
+                if let Some(tx) = p.job.lock().unwrap_or_else(|e| e.into_inner()).reply.take() {
+                    let _ = tx.send(Err(ApiError::internal()));
+                }
+            }
+            return;
+        }
+    };
+    for p in parts {
+        let mut j = p.job.lock().unwrap_or_else(|e| e.into_inner());
+        for i in p.range.clone() {
+            j.results[i] = vectors.next();
+        }
+        j.done += p.range.len();
+        j.compute += elapsed;
+        if j.done == j.texts.len() {
+            if let Some(tx) = j.reply.take() {
+                let output = Output {
+                    vectors: j.results.drain(..).map(Option::unwrap_or_default).collect(),
+                    queue_time: j.started.unwrap_or(j.enqueued) - j.enqueued,
+                    compute_time: j.compute,
+                };
+                let _ = tx.send(Ok(output));
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Prometheus metrics: every name, label and bucket in one place.
+//!
+//! Call sites use the small functions here rather than the `metrics` macros directly,
+//! so that a metric's name and labels cannot drift between the places that record it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const BATCH_TEXTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+const BATCH_TOKENS: &[f64] = &[
+    16.0, 64.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+];
+
+/// Installs the recorder once per process; later calls are no-ops.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("embgen_batch_size".into()), BATCH_TEXTS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("embgen_batch_tokens".into()), BATCH_TOKENS)
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first, which we never do.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    });
+}
+
+fn describe() {
+    describe_counter!("embgen_requests_total", "HTTP requests by route and status");
+    describe_histogram!(
+        "embgen_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration by route"
+    );
+    describe_histogram!(
+        "embgen_queue_wait_seconds",
+        Unit::Seconds,
+        "Time a request waited before its first engine batch"
+    );
+    describe_histogram!(
+        "embgen_inference_duration_seconds",
+        Unit::Seconds,
+        "Duration of one engine forward pass"
+    );
+    describe_counter!("embgen_texts_total", "Texts embedded");
+    describe_counter!("embgen_tokens_total", "Tokens embedded, after truncation");
+    describe_histogram!("embgen_batch_size", "Texts per engine batch");
+    describe_histogram!("embgen_batch_tokens", "Tokens per engine batch");
+    describe_gauge!("embgen_queue_depth", "Texts waiting for the engine");
+    describe_gauge!("embgen_queued_tokens", "Tokens waiting for the engine");
+    describe_counter!(
+        "embgen_cancelled_texts_total",
+        "Texts dropped because their client went away"
+    );
+    describe_counter!(
+        "embgen_rejected_requests_total",
+        "Requests refused with 429, by reason"
+    );
+    describe_counter!("embgen_model_loads_total", "Model loads by result");
+    describe_histogram!(
+        "embgen_model_load_duration_seconds",
+        Unit::Seconds,
+        "Model load duration"
+    );
+    describe_counter!("embgen_model_unloads_total", "Model unloads");
+    describe_gauge!("embgen_models_loaded", "Models resident in memory");
+    describe_gauge!(
+        "embgen_model_memory_bytes",
+        Unit::Bytes,
+        "Weights of each resident model"
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory of the process"
+    );
+}
+
+/// The exposition text; process figures are read now.
+pub fn render() -> String {
+    if let Some(rss) = crate::routes::service::rss_bytes() {
+        gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+pub fn request(route: &'static str, status: u16, elapsed: Duration) {
+    counter!("embgen_requests_total", "route" => route, "status" => status.to_string())
+        .increment(1);
+    histogram!("embgen_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+}
+
+pub fn embedded(model: &str, texts: usize, tokens: usize) {
+    counter!("embgen_texts_total", "model" => model.to_string()).increment(texts as u64);
+    counter!("embgen_tokens_total", "model" => model.to_string()).increment(tokens as u64);
+}
+
+pub fn queue_wait(model: &str, wait: Duration) {
+    histogram!("embgen_queue_wait_seconds", "model" => model.to_string())
+        .record(wait.as_secs_f64());
+}
+
+pub fn batch(model: &str, texts: usize, tokens: usize, elapsed: Duration) {
+    let m = model.to_string();
+    histogram!("embgen_batch_size", "model" => m.clone()).record(texts as f64);
+    histogram!("embgen_batch_tokens", "model" => m.clone()).record(tokens as f64);
+    histogram!("embgen_inference_duration_seconds", "model" => m).record(elapsed.as_secs_f64());
+}
+
+pub fn queue_depth(model: &str, texts: usize, tokens: usize) {
+    gauge!("embgen_queue_depth", "model" => model.to_string()).set(texts as f64);
+    gauge!("embgen_queued_tokens", "model" => model.to_string()).set(tokens as f64);
+}
+
+pub fn cancelled_texts(model: &str, texts: usize) {
+    counter!("embgen_cancelled_texts_total", "model" => model.to_string()).increment(texts as u64);
+}
+
+pub fn rejected(reason: &'static str) {
+    counter!("embgen_rejected_requests_total", "reason" => reason).increment(1);
+}
+
+pub fn model_loaded(model: &str, ok: bool, elapsed: Duration, memory_bytes: usize) {
+    let result = if ok { "ok" } else { "error" };
+    counter!("embgen_model_loads_total", "model" => model.to_string(), "result" => result)
+        .increment(1);
+    histogram!("embgen_model_load_duration_seconds", "model" => model.to_string())
+        .record(elapsed.as_secs_f64());
+    if ok {
+        gauge!("embgen_model_memory_bytes", "model" => model.to_string()).set(memory_bytes as f64);
+    }
+}
+
+pub fn model_unloaded(model: &str) {
+    counter!("embgen_model_unloads_total", "model" => model.to_string()).increment(1);
+    gauge!("embgen_model_memory_bytes", "model" => model.to_string()).set(0.0);
+}
+
+pub fn models_loaded(n: usize) {
+    gauge!("embgen_models_loaded").set(n as f64);
+}
