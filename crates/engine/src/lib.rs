@@ -20,4 +20,4 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::{thread_pool, Embedding, EncodeOptions, LoadOptions, Model, ModelInfo, Prompt};
-pub use tokenizer::{Tokenized, Truncation};
+pub use tokenizer::{TokenDetail, Tokenized, Truncation};

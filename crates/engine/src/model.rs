@@ -298,6 +298,15 @@ impl Model {
         self.tokenizer.encode(texts, prompt, limit, opts.truncation)
     }
 
+    /// Each token of `text` with its string and offsets (no truncation, no prompt).
+    pub fn token_details(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<crate::tokenizer::TokenDetail>> {
+        self.tokenizer.details(text, add_special_tokens)
+    }
+
     /// Embeds already tokenized texts in one packed forward pass. The result of each
     /// text does not depend on what else is in the batch.
     pub fn forward(&self, batch: &[&Tokenized], normalize: bool) -> Result<Vec<Vec<f32>>> {

@@ -23,6 +23,17 @@ pub struct Tokenized {
     pub prompt_tokens: usize,
 }
 
+/// One token as a person would inspect it (TEI's `/tokenize`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenDetail {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    /// Byte offsets into the text as given.
+    pub start: usize,
+    pub stop: usize,
+}
+
 /// Which end of a too-long text is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Truncation {
@@ -144,6 +155,28 @@ impl TextTokenizer {
         self.inner
             .post_process(enc, None, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The tokens of `text` with their strings and offsets, untruncated.
+    pub fn details(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenDetail>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_tokens())
+            .zip(enc.get_special_tokens_mask())
+            .zip(enc.get_offsets())
+            .map(|(((id, token), special), (start, stop))| TokenDetail {
+                id: *id,
+                text: token.clone(),
+                special: *special == 1,
+                start: *start,
+                stop: *stop,
+            })
+            .collect())
     }
 
     fn encode_one(&self, text: &str) -> Result<Vec<u32>> {

@@ -134,6 +134,18 @@ pub struct ServeArgs {
         value_enum
     )]
     pub log_format: LogFormat,
+    /// API keys (comma-separated); when set, every route but /health needs `Authorization: Bearer KEY`.
+    #[arg(
+        long,
+        env = "API_KEY",
+        value_name = "API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_key: Vec<String>,
+    /// A file of API keys, one per line (added to API_KEY).
+    #[arg(long, env = "API_KEY_FILE", value_name = "API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Origins allowed by CORS, comma-separated; * for any, empty for none.
     #[arg(
         long,
@@ -175,6 +187,20 @@ impl ServeArgs {
                     "CORS_ALLOW_ORIGINS: {origin:?} is not an origin (scheme://host[:port], or *)"
                 );
             }
+        }
+        if let Some(path) = &self.api_key_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("API_KEY_FILE: cannot read {}", path.display()))?;
+            self.api_key.extend(text.lines().map(str::to_string));
+        }
+        self.api_key = self
+            .api_key
+            .iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if self.api_key_file.is_some() && self.api_key.is_empty() {
+            bail!("API_KEY_FILE: the file holds no key");
         }
         if self.default_model.trim().is_empty() {
             bail!("DEFAULT_MODEL: must name a model");

@@ -59,24 +59,58 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+/// How an API dialect spells an error; the status code is the same in all of them.
+pub trait ErrorShape {
+    fn body(e: &ApiError) -> serde_json::Value;
+}
+
+/// The brief's own shape: `{"error": {"code", "message", "status"}}`.
+pub struct Native;
+
+impl ErrorShape for Native {
+    fn body(e: &ApiError) -> serde_json::Value {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-                status: self.status.as_u16(),
+                code: e.code.to_string(),
+                message: e.message.clone(),
+                status: e.status.as_u16(),
             },
         };
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
-        resp
+        serde_json::to_value(body).unwrap_or_default()
     }
+}
+
+/// An [`ApiError`] answered in the shape `S`, for the routes of another dialect.
+pub struct Shaped<S>(pub ApiError, std::marker::PhantomData<S>);
+
+impl<S> From<ApiError> for Shaped<S> {
+    fn from(e: ApiError) -> Self {
+        Shaped(e, std::marker::PhantomData)
+    }
+}
+
+impl<S: ErrorShape> IntoResponse for Shaped<S> {
+    fn into_response(self) -> Response {
+        respond(&self.0, S::body(&self.0))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Native::body(&self);
+        respond(&self, body)
+    }
+}
+
+fn respond(e: &ApiError, body: serde_json::Value) -> Response {
+    let mut resp = (e.status, axum::Json(body)).into_response();
+    if e.status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    resp
 }
 
 /// Removes every occurrence of the given folders from a message, so that an engine

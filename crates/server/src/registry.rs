@@ -149,6 +149,34 @@ impl Registry {
             .collect()
     }
 
+    /// Models that can be loaded without a download: the Hub cache's, and the folders
+    /// under MODEL_DIRS.
+    pub fn available(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.hub.cache_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_prefix("models--") {
+                    if e.path().join("snapshots").is_dir() {
+                        out.push(id.replacen("--", "/", 1));
+                    }
+                }
+            }
+        }
+        for root in &self.model_dirs {
+            if let Ok(entries) = std::fs::read_dir(root) {
+                for e in entries.flatten() {
+                    if e.path().join("config.json").is_file() {
+                        out.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The model, loading it first if needed. Returns whether this call loaded it.
     pub async fn get_or_load(&self, name: &str) -> Result<(Arc<LoadedModel>, bool), ApiError> {
         let target = self.target(name)?;

@@ -53,6 +53,10 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::auth::Keys::new(config.api_key.clone()),
+            crate::auth::require_key,
+        ))
         .layer(axum::middleware::from_fn(crate::request_log::log_requests));
     if let Some(cors) = cors(&config.cors_allow_origins) {
         app = app.layer(cors);

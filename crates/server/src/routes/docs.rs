@@ -8,7 +8,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{embeddings, models, service, AppState};
+use super::{embeddings, models, ollama, openai, service, tei, AppState};
 use crate::error;
 
 #[derive(OpenApi)]
@@ -22,12 +22,22 @@ use crate::error;
         models::info,
         models::load,
         models::unload,
+        openai::embeddings,
+        openai::models,
+        tei::embed,
+        tei::tokenize,
+        tei::info,
+        ollama::embed,
+        ollama::embeddings,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
         (name = "embeddings", description = "Texts to vectors"),
         (name = "models", description = "Loading and unloading models"),
         (name = "service", description = "Service information and health"),
+        (name = "openai", description = "OpenAI-compatible embeddings"),
+        (name = "tei", description = "text-embeddings-inference-compatible API"),
+        (name = "ollama", description = "Ollama-compatible embeddings"),
     )
 )]
 pub struct ApiDoc;

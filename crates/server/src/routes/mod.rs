@@ -3,7 +3,10 @@
 pub mod docs;
 pub mod embeddings;
 pub mod models;
+pub mod ollama;
+pub mod openai;
 pub mod service;
+pub mod tei;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,13 +35,20 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(service::root))
+        .route("/", get(service::root).post(tei::embed))
         .route("/health", get(service::health))
         .route("/metrics", get(service::metrics))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/model/info", get(models::info))
         .route("/model/load", post(models::load))
         .route("/model/unload", post(models::unload))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/embed", post(tei::embed))
+        .route("/tokenize", post(tei::tokenize))
+        .route("/info", get(tei::info))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
         .merge(docs::router())
         .with_state(state)
 }
@@ -48,10 +58,18 @@ pub fn router(state: AppState) -> Router {
 pub const ROUTES: &[&str] = &[
     "/",
     "/health",
+    "/metrics",
     "/embeddings",
     "/model/info",
     "/model/load",
     "/model/unload",
+    "/v1/embeddings",
+    "/v1/models",
+    "/embed",
+    "/tokenize",
+    "/info",
+    "/api/embed",
+    "/api/embeddings",
     "/docs",
     "/redoc",
     "/redoc/redoc.standalone.js",

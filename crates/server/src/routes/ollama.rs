@@ -1,0 +1,122 @@
+//! Ollama's embeddings API: `POST /api/embed` (and the older `POST /api/embeddings`),
+//! for the ollama client libraries and tools configured for an Ollama server.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{parse_json, AppState};
+use crate::error::{ApiError, ErrorShape, Shaped};
+use crate::inference;
+
+/// `{"error": "..."}`, as Ollama answers.
+pub struct Shape;
+
+impl ErrorShape for Shape {
+    fn body(e: &ApiError) -> Value {
+        serde_json::json!({"error": e.message})
+    }
+}
+
+type Error = Shaped<Shape>;
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmbedRequest {
+    /// Default: DEFAULT_MODEL.
+    pub model: Option<String>,
+    /// A string or a list of strings.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Cut texts longer than the model's limit (default true); false refuses them.
+    pub truncate: Option<bool>,
+    pub dimensions: Option<usize>,
+    /// Accepted; models stay loaded until unloaded.
+    #[schema(value_type = Object)]
+    pub keep_alive: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Object)]
+    pub options: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub embeddings: Vec<Vec<f32>>,
+    /// Nanoseconds.
+    pub total_duration: u64,
+    /// Nanoseconds spent loading the model for this request.
+    pub load_duration: u64,
+    pub prompt_eval_count: usize,
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn input(v: Value) -> Result<Vec<String>, ApiError> {
+    match v {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(ApiError::validation(format!(
+                    "input items must be strings, not {other}"
+                ))),
+            })
+            .collect(),
+        other => Err(ApiError::validation(format!(
+            "input must be a string or a list of strings, not {other}"
+        ))),
+    }
+}
+
+/// Embed texts (Ollama-compatible).
+#[utoipa::path(post, path = "/api/embed", tag = "ollama", request_body = EmbedRequest, responses((status = 200, body = EmbedResponse)))]
+pub async fn embed(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EmbedResponse>, Error> {
+    let _permit = inference::admit(&st)?;
+    let req: EmbedRequest = parse_json(body)?;
+    let out = inference::embed(
+        &st,
+        inference::Request {
+            truncate: req.truncate.unwrap_or(true),
+            dimensions: req.dimensions,
+            ..inference::Request::new(req.model, input(req.input)?)
+        },
+    )
+    .await?;
+    Ok(Json(EmbedResponse {
+        model: out.model.name.clone(),
+        total_duration: nanos(out.total_time),
+        load_duration: nanos(out.load_time),
+        prompt_eval_count: out.tokens,
+        embeddings: out.vectors,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LegacyRequest {
+    pub model: Option<String>,
+    pub prompt: String,
+}
+
+/// The older single-text endpoint: `{"embedding": [...]}`.
+#[utoipa::path(post, path = "/api/embeddings", tag = "ollama", request_body = LegacyRequest, responses((status = 200, description = "{\"embedding\": [f32]}")))]
+pub async fn embeddings(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Error> {
+    let _permit = inference::admit(&st)?;
+    let req: LegacyRequest = parse_json(body)?;
+    let out = inference::embed(&st, inference::Request::new(req.model, vec![req.prompt])).await?;
+    Ok(Json(serde_json::json!({"embedding": out.vectors[0]})))
+}
