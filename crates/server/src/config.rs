@@ -17,6 +17,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// Every environment variable a setting reads.
+pub const VARIABLES: &[&str] = &[
+    "HOST",
+    "PORT",
+    "DEFAULT_MODEL",
+    "PRELOAD",
+    "MAX_BATCH_SIZE",
+    "MAX_BATCH_TOKENS",
+    "MAX_CONCURRENT_REQUESTS",
+    "MAX_QUEUED_TOKENS",
+    "SHUTDOWN_TIMEOUT",
+    "MAX_SEQUENCE_LENGTH",
+    "MAX_TEXTS_PER_REQUEST",
+    "MAX_REQUEST_BYTES",
+    "THREADS",
+    "HF_HOME",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "MODEL_DIRS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "CORS_ALLOW_ORIGINS",
+    "API_KEY",
+    "API_KEY_FILE",
+];
+
+/// Removes settings' variables that are set but empty, so that `THREADS=` in an env
+/// file or `THREADS: ""` in compose means "default", not an invalid value. Call before
+/// any thread starts.
+pub fn unset_empty_variables() {
+    for name in VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
 /// Parses booleans the way people write them in environment files.
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -223,5 +260,34 @@ impl ServeArgs {
             offline: self.hf_hub_offline,
             revision: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Args;
+
+    #[test]
+    fn variables_list_every_setting() {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut from_args: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        from_args.sort();
+        let mut listed: Vec<String> = VARIABLES.iter().map(|v| v.to_string()).collect();
+        listed.sort();
+        assert_eq!(from_args, listed);
+    }
+
+    #[test]
+    fn origins() {
+        assert!(is_origin("https://app.example"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("app.example"));
+        assert!(!is_origin("https://app.example/path"));
+        assert!(!is_origin("https://"));
     }
 }

@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    embgen::config::unset_empty_variables();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),

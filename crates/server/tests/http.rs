@@ -389,7 +389,12 @@ fn request_ids_logs_and_cors() {
 
 #[test]
 fn wildcard_cors_answers_preflight() {
-    let s = Server::start(&[("PRELOAD", "false")]);
+    // Empty variables (as env files and compose write them) mean "default".
+    let s = Server::start(&[
+        ("PRELOAD", "false"),
+        ("THREADS", ""),
+        ("MAX_SEQUENCE_LENGTH", ""),
+    ]);
     let r = s.get_with("/", &[("origin", "https://anywhere.example")]);
     assert_eq!(r.headers["access-control-allow-origin"], "*");
     // Without preloading the server is healthy at once and loads on first use.
