@@ -5,22 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::common::{cosine, reference, MINILM};
-use support::Server;
-
-fn vectors(v: &Value) -> Vec<Vec<f32>> {
-    v["embeddings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
+use support::{vectors, Server};
 
 #[test]
 fn embeddings_match_sentence_transformers() {

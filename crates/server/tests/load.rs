@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::common::cosine;
-use support::Server;
+use support::{vectors, Server};
 
 fn workload(n: usize) -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,21 +22,6 @@ fn workload(n: usize) -> Vec<String> {
                 .as_str()
                 .unwrap()
                 .to_string()
-        })
-        .collect()
-}
-
-fn vectors(v: &Value) -> Vec<Vec<f32>> {
-    v["embeddings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
         })
         .collect()
 }

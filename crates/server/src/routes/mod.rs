@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
@@ -106,4 +107,25 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
             ),
         }
     })
+}
+
+/// The texts of a field that holds a string or a list of strings, as every dialect's
+/// `input`/`inputs` does.
+pub fn string_or_list(value: Value, field: &str) -> Result<Vec<String>, ApiError> {
+    match value {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                other => Err(ApiError::validation(format!(
+                    "{field}[{i}] must be a string, not {other}"
+                ))),
+            })
+            .collect(),
+        other => Err(ApiError::validation(format!(
+            "{field} must be a string or a list of strings, not {other}"
+        ))),
+    }
 }

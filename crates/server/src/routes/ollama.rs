@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{parse_json, AppState};
+use super::{parse_json, string_or_list, AppState};
 use crate::error::{ApiError, ErrorShape, Shaped};
 use crate::inference;
 
@@ -59,24 +59,6 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
-fn input(v: Value) -> Result<Vec<String>, ApiError> {
-    match v {
-        Value::String(s) => Ok(vec![s]),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                other => Err(ApiError::validation(format!(
-                    "input items must be strings, not {other}"
-                ))),
-            })
-            .collect(),
-        other => Err(ApiError::validation(format!(
-            "input must be a string or a list of strings, not {other}"
-        ))),
-    }
-}
-
 /// Embed texts (Ollama-compatible).
 #[utoipa::path(post, path = "/api/embed", tag = "ollama", request_body = EmbedRequest, responses((status = 200, body = EmbedResponse)))]
 pub async fn embed(
@@ -90,7 +72,7 @@ pub async fn embed(
         inference::Request {
             truncate: req.truncate.unwrap_or(true),
             dimensions: req.dimensions,
-            ..inference::Request::new(req.model, input(req.input)?)
+            ..inference::Request::new(req.model, string_or_list(req.input, "input")?)
         },
     )
     .await?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{parse_json, AppState};
+use super::{parse_json, string_or_list, AppState};
 use crate::error::{ApiError, ErrorShape, Shaped};
 use crate::inference;
 
@@ -80,27 +80,13 @@ fn texts(input: Value) -> Result<Vec<String>, ApiError> {
              LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False))",
         )
     };
-    match input {
-        Value::String(s) => Ok(vec![s]),
-        Value::Array(items) => {
-            if items.iter().any(|v| v.is_number() || v.is_array()) {
-                return Err(token_ids());
-            }
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s),
-                    other => Err(ApiError::validation(format!(
-                        "input[{i}] must be a string, not {other}"
-                    ))),
-                })
-                .collect()
-        }
-        other => Err(ApiError::validation(format!(
-            "input must be a string or a list of strings, not {other}"
-        ))),
+    if input
+        .as_array()
+        .is_some_and(|items| items.iter().any(|v| v.is_number() || v.is_array()))
+    {
+        return Err(token_ids());
     }
+    string_or_list(input, "input")
 }
 
 fn base64_f32(v: &[f32]) -> String {

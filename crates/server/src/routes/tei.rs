@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{parse_json, AppState};
+use super::{parse_json, string_or_list, AppState};
 use crate::error::{ApiError, ErrorShape, Shaped};
 use crate::inference;
 
@@ -48,25 +48,6 @@ pub struct EmbedRequest {
     pub dimensions: Option<usize>,
 }
 
-fn inputs(v: Value) -> Result<Vec<String>, ApiError> {
-    match v {
-        Value::String(s) => Ok(vec![s]),
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => Ok(s),
-                other => Err(ApiError::validation(format!(
-                    "inputs[{i}] must be a string, not {other}"
-                ))),
-            })
-            .collect(),
-        other => Err(ApiError::validation(format!(
-            "inputs must be a string or a list of strings, not {other}"
-        ))),
-    }
-}
-
 fn direction(d: Option<&str>) -> Result<Truncation, ApiError> {
     match d.map(str::to_ascii_lowercase).as_deref() {
         None | Some("right") => Ok(Truncation::Right),
@@ -96,7 +77,7 @@ pub async fn embed(
             direction: direction(req.truncation_direction.as_deref())?,
             prompt_name: req.prompt_name,
             dimensions: req.dimensions,
-            ..inference::Request::new(None, inputs(req.inputs)?)
+            ..inference::Request::new(None, string_or_list(req.inputs, "inputs")?)
         },
     )
     .await?;
@@ -142,7 +123,7 @@ pub async fn tokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<SimpleToken>>>, Error> {
     let req: TokenizeRequest = parse_json(body)?;
-    let texts = inputs(req.inputs)?;
+    let texts = string_or_list(req.inputs, "inputs")?;
     let (entry, _) = st.registry.get_or_load(&st.registry.default_model).await?;
     let special = req.add_special_tokens.unwrap_or(true);
     let out = tokio::task::spawn_blocking(move || {

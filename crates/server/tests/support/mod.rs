@@ -206,3 +206,19 @@ impl Drop for Server {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// The `embeddings` field of a response, as vectors.
+pub fn vectors(v: &Value) -> Vec<Vec<f32>> {
+    v["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
