@@ -72,7 +72,7 @@ pub async fn embed(st: &AppState, req: Request) -> Result<Response, ApiError> {
     let start = Instant::now();
     if req.texts.is_empty() {
         return Err(ApiError::validation(
-            "the input must hold at least one text",
+            "there are no texts to embed: send at least one",
         ));
     }
     let max = st.config.max_texts_per_request;
