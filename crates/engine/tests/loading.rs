@@ -6,26 +6,14 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::{cosine, model, model_dir, MINILM};
+use common::{copy_minilm_to, cosine, model, MINILM};
 use embgen_engine::{EncodeOptions, Error, LoadOptions, Model, Prompt};
 
 /// A copy of all-MiniLM-L6-v2 in a fresh folder, for editing.
 fn copy_minilm(name: &str) -> PathBuf {
-    let src = model_dir(MINILM);
     let dst = std::env::temp_dir().join(format!("embgen-loading-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
-    for f in [
-        "config.json",
-        "tokenizer.json",
-        "model.safetensors",
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-        "1_Pooling/config.json",
-    ] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
+    copy_minilm_to(&dst);
     dst
 }
 

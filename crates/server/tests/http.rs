@@ -210,19 +210,8 @@ fn request_errors_are_json_with_codes() {
 
 /// A copy of all-MiniLM-L6-v2 under MODEL_DIRS, optionally broken.
 fn local_model(root: &std::path::Path, name: &str, break_it: impl Fn(&std::path::Path)) {
-    let src = support::common::model_dir(MINILM);
     let dst = root.join(name);
-    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
-    for f in [
-        "config.json",
-        "tokenizer.json",
-        "model.safetensors",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
-    }
+    support::common::copy_minilm_to(&dst);
     break_it(&dst);
 }
 

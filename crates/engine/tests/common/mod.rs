@@ -33,6 +33,24 @@ pub fn model_dir(id: &str) -> PathBuf {
     }
 }
 
+/// Copies the files of all-MiniLM-L6-v2 that sentence-transformers reads into `dst`,
+/// for tests that edit or break a model folder.
+pub fn copy_minilm_to(dst: &std::path::Path) {
+    let src = model_dir(MINILM);
+    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+}
+
 /// Models loaded so far in this test binary, by id.
 type Loaded = std::sync::Mutex<Vec<(String, Arc<Model>)>>;
 
