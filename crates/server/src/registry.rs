@@ -35,17 +35,34 @@ pub struct LoadedModel {
 /// What a requested name points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    Hub(String),
-    Local { key: String, dir: PathBuf },
+    /// `key` is the id, with `@revision` when one was asked for.
+    Hub {
+        key: String,
+        id: String,
+        revision: Option<String>,
+    },
+    Local {
+        key: String,
+        dir: PathBuf,
+    },
 }
 
 impl Target {
     fn key(&self) -> &str {
         match self {
-            Target::Hub(id) => id,
-            Target::Local { key, .. } => key,
+            Target::Hub { key, .. } | Target::Local { key, .. } => key,
         }
     }
+}
+
+/// A branch, tag or commit as it may follow `@` in a model name.
+fn valid_revision(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && !r.contains("..")
+        && !r.starts_with('/')
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
 }
 
 pub struct Registry {
@@ -112,8 +129,23 @@ impl Registry {
                 return Ok(t);
             }
         }
-        if embgen_hub::is_valid_id(name) {
-            return Ok(Target::Hub(embgen_hub::full_id(name)));
+        // ORG/NAME@REVISION pins a branch, tag or commit.
+        let (id, revision) = match name.split_once('@') {
+            Some((id, rev)) if valid_revision(rev) => (id, Some(rev.to_string())),
+            Some(_) => {
+                return Err(bad_name(
+                    "the revision after '@' must be a branch, tag or commit",
+                ))
+            }
+            None => (name, None),
+        };
+        if embgen_hub::is_valid_id(id) {
+            let id = embgen_hub::full_id(id);
+            let key = match &revision {
+                Some(r) => format!("{id}@{r}"),
+                None => id.clone(),
+            };
+            return Ok(Target::Hub { key, id, revision });
         }
         Err(bad_name(format!(
             "{name:?} is neither a Hub id (ORG/NAME) nor a folder under MODEL_DIRS"
@@ -291,9 +323,13 @@ fn load_model(
 ) -> Result<LoadedModel, ApiError> {
     let start = Instant::now();
     let (name, source) = match target {
-        Target::Hub(id) => {
-            let resolved = embgen_hub::resolve_hub(&id, hub).map_err(|e| hub_error(&id, e))?;
-            (id, resolved)
+        Target::Hub { key, id, revision } => {
+            let hub = HubOptions {
+                revision,
+                ..hub.clone()
+            };
+            let resolved = embgen_hub::resolve_hub(&id, &hub).map_err(|e| hub_error(&key, e))?;
+            (key, resolved)
         }
         Target::Local { key, dir } => (
             key.clone(),
@@ -402,9 +438,14 @@ mod tests {
         let root = root.canonicalize().unwrap();
         let r = registry(vec![root.clone()]);
         assert_eq!(
-            r.target("all-MiniLM-L6-v2").unwrap(),
-            Target::Hub("sentence-transformers/all-MiniLM-L6-v2".into())
+            r.target("all-MiniLM-L6-v2").unwrap().key(),
+            "sentence-transformers/all-MiniLM-L6-v2"
         );
+        let pinned = r.target("all-MiniLM-L6-v2@v1.2").unwrap();
+        assert_eq!(pinned.key(), "sentence-transformers/all-MiniLM-L6-v2@v1.2");
+        assert!(matches!(pinned, Target::Hub { revision: Some(ref v), .. } if v == "v1.2"));
+        assert!(r.target("a/b@../x").is_err());
+        assert!(r.target("a/b@").is_err());
         assert_eq!(
             r.target("BAAI/bge-small-en-v1.5").unwrap().key(),
             "BAAI/bge-small-en-v1.5"
@@ -421,7 +462,7 @@ mod tests {
         // A symlink inside MODEL_DIRS that points outside is not a local model.
         let link = root.join("escape");
         let _ = std::os::unix::fs::symlink("/usr", &link);
-        assert!(matches!(r.target("escape"), Ok(Target::Hub(_))));
+        assert!(matches!(r.target("escape"), Ok(Target::Hub { .. })));
         assert!(r.target(link.to_str().unwrap()).is_err());
     }
 }

@@ -280,6 +280,36 @@ fn local_models_and_a_corrupt_one() {
 }
 
 #[test]
+fn a_revision_pins_the_snapshot() {
+    let s = Server::healthy(&[]);
+    let refs = support::common::hf_home()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2/refs/main");
+    let rev = std::fs::read_to_string(refs).unwrap();
+    for name in [
+        format!("all-MiniLM-L6-v2@{rev}"),
+        "sentence-transformers/all-MiniLM-L6-v2@main".to_string(),
+    ] {
+        let r = s.post_json(
+            "/embeddings",
+            &json!({"texts": ["pinned"], "model_name": name}),
+        );
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let pin = name.rsplit('@').next().unwrap();
+        assert!(r.json()["model_name"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("@{pin}")));
+        let info = s.get(&format!("/model/info?model_name={name}")).json();
+        assert_eq!(info["revision"], rev.as_str());
+    }
+    let r = s.post_json(
+        "/embeddings",
+        &json!({"texts": ["x"], "model_name": "all-MiniLM-L6-v2@no-such-branch"}),
+    );
+    assert_eq!((r.status, r.code().as_str()), (404, "model_not_found"));
+}
+
+#[test]
 fn load_and_unload_give_memory_back() {
     let s = Server::healthy(&[]);
     let before = s.rss_bytes();
