@@ -11,7 +11,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::kernels::gemm::{Linear, SharedMut};
-use crate::kernels::{attention, math, norm};
+use crate::kernels::{attention, math, norm, scratch};
 
 /// Something added to attention scores before the softmax (MPNet's relative position
 /// bias); `scores` is the `len × len` matrix of one head of one text.
@@ -64,13 +64,6 @@ pub struct Workspace {
     inter: Vec<f32>,
 }
 
-fn resize(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
-}
-
 impl Encoder {
     /// The largest number of tokens one text may have.
     pub fn max_tokens(&self) -> usize {
@@ -109,21 +102,21 @@ impl Encoder {
     ) {
         let t = ids.len();
         let h = self.hidden;
-        self.embed(ids, seqs, resize(&mut ws.hidden, t * h));
+        self.embed(ids, seqs, scratch(&mut ws.hidden, t * h));
         for layer in &self.layers {
             let hidden = &mut ws.hidden[..t * h];
-            let qkv = resize(&mut ws.qkv, t * 3 * h);
+            let qkv = scratch(&mut ws.qkv, t * 3 * h);
             layer.qkv.forward(hidden, t, qkv, false, &|rows| {
                 math::bias_add(rows, &layer.qkv.bias)
             });
-            let ctx = resize(&mut ws.ctx, t * h);
+            let ctx = scratch(&mut ws.ctx, t * h);
             self.attention(qkv, seqs, bias, ctx);
             // hidden += ctx · Wo, then LayerNorm(hidden + bo): residual, bias and norm
             // fused into the GEMM's accumulate and its epilogue.
             layer.attn_out.forward(ctx, t, hidden, true, &|rows| {
                 self.post_norm(rows, &layer.attn_out, &layer.attn_norm)
             });
-            let inter = resize(&mut ws.inter, t * layer.ff_in.n);
+            let inter = scratch(&mut ws.inter, t * layer.ff_in.n);
             layer.ff_in.forward(hidden, t, inter, false, &|rows| {
                 math::bias_gelu(rows, &layer.ff_in.bias)
             });

@@ -6,6 +6,7 @@
 //! micro-kernel as the dense layers; elsewhere matrixmultiply does the two products.
 //! Softmax leaves its division to the `len × d` output rather than the `len²` scores.
 
+use super::scratch;
 use super::softmax::exp_rows;
 
 /// Adds a bias to one head's `len × len` scores (MPNet's relative positions).
@@ -18,13 +19,6 @@ pub struct Scratch {
     sums: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
-}
-
-fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
 }
 
 /// `out = softmax(scale · q kᵀ + bias) v` for one head.
@@ -49,12 +43,12 @@ pub unsafe fn attend(
     if len == 0 {
         return;
     }
-    let scores = grow(&mut s.scores, len * len);
+    let scores = scratch(&mut s.scores, len * len);
     let packed = super::gemm::Layout::for_cpu() == super::gemm::Layout::Packed;
     #[cfg(target_arch = "x86_64")]
     if packed {
         use super::packed::{gemm, pack_transposed, NR};
-        let kp = grow(&mut s.k, len.div_ceil(NR) * d * NR);
+        let kp = scratch(&mut s.k, len.div_ceil(NR) * d * NR);
         pack_transposed(k, ld, len, d, kp);
         gemm(
             q,
@@ -98,12 +92,12 @@ pub unsafe fn attend(
         }
         None => scale,
     };
-    let sums = grow(&mut s.sums, len);
+    let sums = scratch(&mut s.sums, len);
     exp_rows(scores, len, scale, sums);
     #[cfg(target_arch = "x86_64")]
     if packed {
         use super::packed::{gemm, pack_plain, NR};
-        let vp = grow(&mut s.v, d.div_ceil(NR) * len * NR);
+        let vp = scratch(&mut s.v, d.div_ceil(NR) * len * NR);
         pack_plain(v, ld, len, d, vp);
         gemm(
             scores.as_ptr(),

@@ -41,6 +41,15 @@ pub mod packed;
 pub mod probe;
 pub mod softmax;
 
+/// The first `len` floats of a buffer reused across calls, grown when too short:
+/// hot paths reuse their scratch instead of allocating (and page-faulting) per call.
+pub(crate) fn scratch(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 /// The instruction set the elementwise kernels run with on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
