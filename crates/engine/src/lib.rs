@@ -26,5 +26,7 @@ pub mod weights;
 pub use error::{Error, Result};
 pub use head::{Finish, Task};
 pub use kernels::Isa;
-pub use model::{thread_pool, Embedding, EncodeOptions, LoadOptions, Model, ModelInfo, Prompt};
+pub use model::{
+    thread_pool, Embedding, EncodeOptions, LoadOptions, Model, ModelInfo, Prompt, Quantize,
+};
 pub use tokenizer::{TokenDetail, Tokenized, Truncation};

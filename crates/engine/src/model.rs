@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use crate::head::{EmbeddingHead, Finish, Head, Task};
+use crate::kernels::quant::LowKernel;
 use crate::kernels::Isa;
 use crate::tokenizer::{TextTokenizer, Tokenized, Truncation};
 
@@ -43,6 +44,77 @@ pub struct LoadOptions {
     /// The kernels to pack weights for; the process default ([`crate::kernels::isa`])
     /// if `None`. Tests and benchmarks load the same model once per instruction set.
     pub isa: Option<Isa>,
+    /// A lower precision for the linear layers (and vocabulary), chosen at load.
+    pub quantize: Quantize,
+}
+
+/// The precision a model's linear layers compute in, chosen when it loads.
+///
+/// `None` runs the checkpoint as stored (f32 products; bf16 and f16 weights are
+/// widened as read). `Int8` quantizes weights per output channel and activations per
+/// token, each in blocks of 64 along the depth (integer dot products, about a
+/// quarter of the memory); `Bf16` rounds both to bf16
+/// and sums in f32 on CPUs with AVX-512 BF16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Quantize {
+    #[default]
+    None,
+    Int8,
+    Bf16,
+}
+
+impl Quantize {
+    /// What [`Quantize::parse`] accepts.
+    pub const NAMES: &'static str = "none, int8, bf16";
+
+    pub fn parse(s: &str) -> std::result::Result<Quantize, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" | "off" | "false" | "fp32" | "float32" => Ok(Quantize::None),
+            "int8" | "i8" => Ok(Quantize::Int8),
+            "bf16" | "bfloat16" => Ok(Quantize::Bf16),
+            other => Err(format!(
+                "{other:?} is not a quantization ({})",
+                Quantize::NAMES
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantize::None => "none",
+            Quantize::Int8 => "int8",
+            Quantize::Bf16 => "bf16",
+        }
+    }
+
+    /// The low-precision kernel for models loaded for `isa`, or why this CPU has none.
+    pub fn kernel(self, isa: Isa) -> std::result::Result<Option<LowKernel>, String> {
+        match self {
+            Quantize::None => Ok(None),
+            Quantize::Int8 => Ok(Some(LowKernel::int8_for(isa))),
+            Quantize::Bf16 => LowKernel::bf16_for(isa).map(Some).ok_or_else(|| {
+                format!(
+                    "bf16 needs a CPU with AVX-512 BF16 (AMD Zen 4, Intel Sapphire Rapids or later) \
+                     and the avx512 kernels; this one runs {} ({})",
+                    isa.name(),
+                    crate::kernels::cpu_description()
+                )
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Quantize::parse(s)
+    }
+}
+
+impl std::fmt::Display for Quantize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Which prompt to put before each text.
@@ -133,6 +205,11 @@ pub struct ModelInfo {
     pub do_lower_case: bool,
     pub threads: usize,
     pub isa: &'static str,
+    /// The quantization asked for at load ("none", "int8", "bf16").
+    pub quantize: &'static str,
+    /// What the linear layers compute in: "float32" (weights in `weights_dtype`),
+    /// "int8" or "bf16"; with the kernel for the low-precision ones.
+    pub precision: String,
     /// A cross-encoder's labels (`id2label`), empty for embedding models.
     pub labels: Vec<String>,
     /// The activation a cross-encoder's scores get by default ("sigmoid", …).
@@ -171,7 +248,8 @@ impl Model {
         let prompts = StConfig::read(dir)?;
         let tokenizer = TextTokenizer::load(dir, st.do_lower_case)?;
         let cross = CrossEncoderConfig::detect(dir)?;
-        let mut loaded = arch::load(dir, isa)?;
+        let low = opts.quantize.kernel(isa).map_err(Error::Request)?;
+        let mut loaded = arch::load(dir, isa, low)?;
         let shape = loaded.backbone.shape().clone();
         let hidden = shape.hidden_size;
         let head = match &cross {
@@ -249,6 +327,11 @@ impl Model {
             do_lower_case: st.do_lower_case,
             threads: pool.current_num_threads(),
             isa: isa.name(),
+            quantize: opts.quantize.name(),
+            precision: match low {
+                None => "float32".to_string(),
+                Some(k) => k.name().to_string(),
+            },
             labels,
             score_activation,
         };

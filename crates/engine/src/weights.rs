@@ -1,7 +1,10 @@
-//! Reads tensors out of memory-mapped safetensors checkpoints, single-file or sharded.
+//! Reads tensors out of safetensors checkpoints, single-file or sharded.
 //!
-//! Files are mapped rather than read so that loading costs one copy (into the layout
-//! the kernels want) and no more; the maps are dropped once the model is built.
+//! Each tensor is read with a positioned read into a buffer of its own, copied into
+//! the layout the kernels want, and dropped: loading holds one tensor's bytes beyond
+//! the model at a time. Files are not memory-mapped: a file truncated or rewritten
+//! while mapped makes the next read of a vanished page a SIGBUS that kills the
+//! process, where a read gives an error the server reports while it keeps serving.
 //! Checkpoints over a few GB are published in shards (`model.safetensors.index.json`
 //! names the file of every tensor); both forms look the same from here. Checkpoints
 //! also differ in whether tensor names carry the architecture as a prefix
@@ -9,11 +12,11 @@
 //! prefix is detected once and applied to every lookup.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
-use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 
@@ -49,8 +52,9 @@ impl Storage {
 
 struct File {
     path: PathBuf,
-    mmap: Mmap,
-    header_len: usize,
+    file: std::fs::File,
+    /// Where tensor data starts: after the 8-byte length and the JSON header.
+    data_start: u64,
     metadata: Metadata,
 }
 
@@ -202,7 +206,7 @@ impl Weights {
     }
 
     /// How the tensor is stored, and its bytes, checked against the expected `shape`.
-    pub fn raw(&self, name: &str, shape: &[usize]) -> Result<(Storage, &[u8])> {
+    pub fn raw(&self, name: &str, shape: &[usize]) -> Result<(Storage, Vec<u8>)> {
         let (file, info, full) = self.info(name)?;
         if info.shape != shape {
             return Err(Error::invalid(
@@ -224,29 +228,26 @@ impl Weights {
             }
         };
         let (start, end) = info.data_offsets;
-        let bytes = file
-            .mmap
-            .get(file.header_len + 8 + start..file.header_len + 8 + end)
-            .ok_or_else(|| Error::invalid(&file.path, &full, "data lies outside the file"))?;
         let n: usize = shape.iter().product();
-        if bytes.len() != n * storage.bytes() {
+        let len = end.saturating_sub(start);
+        if len != n * storage.bytes() {
             return Err(Error::invalid(
                 &file.path,
                 full,
-                format!(
-                    "holds {} bytes, shape needs {}",
-                    bytes.len(),
-                    n * storage.bytes()
-                ),
+                format!("holds {len} bytes, shape needs {}", n * storage.bytes()),
             ));
         }
+        let mut bytes = vec![0u8; len];
+        file.file
+            .read_exact_at(&mut bytes, file.data_start + start as u64)
+            .map_err(|e| Error::invalid(&file.path, &full, format!("cannot read its data: {e}")))?;
         Ok((storage, bytes))
     }
 
     /// The tensor `name` as f32, checked against the expected `shape`.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (storage, bytes) = self.raw(name, shape)?;
-        Ok(widen(storage, bytes))
+        Ok(widen(storage, &bytes))
     }
 
     /// The tensor if the checkpoint has it (optional biases).
@@ -277,19 +278,38 @@ impl Weights {
     }
 }
 
+/// Largest safetensors header we read: real ones are a few hundred KB; a corrupt
+/// length must not make us allocate gigabytes.
+const MAX_HEADER: u64 = 100 << 20;
+
 fn map(path: &Path) -> Result<File> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the mapping is read-only and lives only while the model is being built;
-    // a file changed underneath a running process is outside what we can guard
-    // against, as for any mmap-based loader (every read is bounds-checked, so a
-    // truncated file gives an error, not a fault).
-    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
-        .map_err(|e| Error::invalid(path, "(header)", format!("not a safetensors file: {e}")))?;
+    let bad = |m: String| Error::invalid(path, "(header)", format!("not a safetensors file: {m}"));
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0)
+        .map_err(|e| bad(e.to_string()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > MAX_HEADER {
+        return Err(bad(format!("a header of {header_len} bytes")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|e| bad(e.to_string()))?;
+    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    // Every tensor's data must lie inside the file.
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let data = size.saturating_sub(8 + header_len);
+    if let Some((name, _)) = metadata
+        .tensors()
+        .iter()
+        .find(|(_, i)| i.data_offsets.1 as u64 > data || i.data_offsets.0 > i.data_offsets.1)
+    {
+        return Err(Error::invalid(path, name, "data lies outside the file"));
+    }
     Ok(File {
         path: path.to_path_buf(),
-        mmap,
-        header_len,
+        file,
+        data_start: 8 + header_len,
         metadata,
     })
 }

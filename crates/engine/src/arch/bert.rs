@@ -82,7 +82,7 @@ fn load(c: &mut Checkpoint, roberta: bool) -> Result<Box<dyn Backbone>> {
         return Err(c.invalid("max_position_embeddings", "leaves no room for any token"));
     }
     let embeddings = Embeddings {
-        word: c.table("embeddings.word_embeddings", cfg.vocab_size, h)?,
+        word: c.vocabulary("embeddings.word_embeddings", cfg.vocab_size, h)?,
         position: Some(c.table(
             "embeddings.position_embeddings",
             cfg.max_position_embeddings,

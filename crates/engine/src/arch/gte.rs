@@ -178,7 +178,7 @@ pub fn load(c: &mut Checkpoint) -> Result<Box<dyn Backbone>> {
         )))
     };
     let embeddings = Embeddings {
-        word: c.table("embeddings.word_embeddings", cfg.vocab_size, h)?,
+        word: c.vocabulary("embeddings.word_embeddings", cfg.vocab_size, h)?,
         position: if absolute {
             Some(c.table("embeddings.position_embeddings", positions, h)?)
         } else {

@@ -26,6 +26,7 @@ use crate::head::classifier::ClassifierHead;
 use crate::kernels::gemm::Linear;
 use crate::kernels::math::Activation;
 use crate::kernels::pack::Weight;
+use crate::kernels::quant::LowKernel;
 use crate::kernels::Isa;
 use crate::weights::{widen, Storage, Weights};
 
@@ -35,6 +36,30 @@ pub struct Checkpoint {
     pub weights: Weights,
     /// The kernels the weights are packed for.
     pub isa: Isa,
+    /// The low-precision kernel linear layers are quantized for, if any.
+    pub low: Option<LowKernel>,
+    /// Tensor-name fragments whose linear layers stay in full precision when
+    /// quantizing (see [`KEEP_FLOAT`]).
+    pub keep_float: Vec<String>,
+}
+
+/// Which linear layers stay in full precision in a quantized model, by tensor-name
+/// fragment; `EMBGEN_QUANTIZE_KEEP` (comma-separated fragments, or `none`) replaces
+/// the list for measuring other choices. The default is what measurement chose
+/// (README, "Quantization").
+pub const KEEP_FLOAT: &[&str] = &[];
+
+fn keep_float() -> Vec<String> {
+    match std::env::var("EMBGEN_QUANTIZE_KEEP") {
+        Ok(v) if v.trim() == "none" => Vec::new(),
+        Ok(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Err(_) => KEEP_FLOAT.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 impl Checkpoint {
@@ -52,6 +77,24 @@ impl Checkpoint {
     /// `bias` says the architecture has one.
     pub fn linear(&self, name: &str, n: usize, k: usize, bias: bool) -> Result<Linear> {
         self.stacked(&[name], &[n], k, bias)
+    }
+
+    /// The layer for `weight`: quantized for the model's low-precision kernel unless
+    /// `name` is one to keep in full precision.
+    fn build(
+        &self,
+        name: &str,
+        weight: Weight<'_>,
+        bias: Option<Vec<f32>>,
+        n: usize,
+        k: usize,
+    ) -> Linear {
+        match self.low {
+            Some(kernel) if !self.keep_float.iter().any(|f| name.contains(f.as_str())) => {
+                Linear::low(weight, bias, n, k, self.isa, kernel)
+            }
+            _ => Linear::from_weight(weight, bias, n, k, self.isa),
+        }
     }
 
     /// Linear layers that read the same input (query, key, value; gate and up),
@@ -81,10 +124,10 @@ impl Checkpoint {
                 Storage::Bf16 => Weight::Bf16(&bits),
                 _ => Weight::F16(&bits),
             };
-            return Ok(Linear::from_weight(weight, bias, total, k, self.isa));
+            return Ok(self.build(names[0], weight, bias, total, k));
         }
         let wide: Vec<f32> = parts.iter().flat_map(|(s, b)| widen(*s, b)).collect();
-        Ok(Linear::new(&wide, bias, total, k, self.isa))
+        Ok(self.build(names[0], Weight::F32(&wide), bias, total, k))
     }
 
     /// A fused linear layer whose output rows come in `parts` equal blocks, reordered
@@ -135,7 +178,7 @@ impl Checkpoint {
                 }
             }
         };
-        Ok(Linear::from_weight(weight, b, n, k, self.isa))
+        Ok(self.build(name, weight, b, n, k))
     }
 
     /// A LayerNorm, under its current names or the `gamma`/`beta` of old BERT
@@ -172,7 +215,23 @@ impl Checkpoint {
     /// An embedding table `[rows, h]`, kept in the checkpoint's storage.
     pub fn table(&self, name: &str, rows: usize, h: usize) -> Result<crate::backbone::Table> {
         let (storage, bytes) = self.weights.raw(&format!("{name}.weight"), &[rows, h])?;
-        Ok(crate::backbone::Table::from_raw(storage, bytes))
+        Ok(crate::backbone::Table::from_raw(storage, &bytes))
+    }
+
+    /// The token embedding table: as [`Self::table`], but in a quantized model
+    /// quantized too (int8 rows, or bf16), since in small models it is a third to a
+    /// half of the memory and only a few rows are read per text.
+    pub fn vocabulary(&self, name: &str, rows: usize, h: usize) -> Result<crate::backbone::Table> {
+        let table = self.table(name, rows, h)?;
+        Ok(match self.low {
+            Some(k)
+                if k.is_int8() && !self.keep_float.iter().any(|f| name.contains(f.as_str())) =>
+            {
+                table.to_int8(h)
+            }
+            Some(LowKernel::Bf16Dot) => table.to_bf16(h),
+            _ => table,
+        })
     }
 
     /// `f` with the tensor prefix set to `prefix` (heads sit beside the backbone:
@@ -343,7 +402,7 @@ impl Loaded {
 }
 
 /// Reads `dir`'s `config.json` and weights into the backbone of the family it names.
-pub fn load(dir: &Path, isa: Isa) -> Result<Loaded> {
+pub fn load(dir: &Path, isa: Isa, low: Option<LowKernel>) -> Result<Loaded> {
     let config_path = dir.join("config.json");
     let ModelType { model_type } = crate::config::read_json(&config_path)?;
     let Some(family) = FAMILIES
@@ -363,6 +422,8 @@ pub fn load(dir: &Path, isa: Isa) -> Result<Loaded> {
         config_path,
         weights: Weights::open_dir(dir)?,
         isa,
+        low,
+        keep_float: keep_float(),
     };
     let backbone = (family.load)(&mut checkpoint)?;
     Ok(Loaded {

@@ -165,7 +165,7 @@ pub fn load(c: &mut Checkpoint) -> Result<Box<dyn Backbone>> {
     let eps = cfg.norm_eps;
     let nb = cfg.norm_bias;
     let embeddings = Embeddings {
-        word: c.table("embeddings.tok_embeddings", cfg.vocab_size, h)?,
+        word: c.vocabulary("embeddings.tok_embeddings", cfg.vocab_size, h)?,
         position: None,
         position_offset: 0,
         token_type: None,

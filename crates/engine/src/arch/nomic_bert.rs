@@ -250,7 +250,7 @@ pub fn load(c: &mut Checkpoint) -> Result<Box<dyn Backbone>> {
     let rope =
         (!absolute).then(|| Arc::new(Rope::new(cfg.theta, cfg.rotary_dims, table, cfg.scaling)));
     let embeddings = Embeddings {
-        word: c.table("embeddings.word_embeddings", vocab, h)?,
+        word: c.vocabulary("embeddings.word_embeddings", vocab, h)?,
         position: if absolute {
             Some(c.table("embeddings.position_embeddings", cfg.positions, h)?)
         } else {

@@ -133,7 +133,7 @@ pub fn load(c: &mut Checkpoint) -> Result<Box<dyn Backbone>> {
         rope_params.scaling(c, "rope_parameters")?,
     ));
     let embeddings = Embeddings {
-        word: c.table("embed_tokens", cfg.vocab_size, h)?,
+        word: c.vocabulary("embed_tokens", cfg.vocab_size, h)?,
         position: None,
         position_offset: 0,
         token_type: None,

@@ -16,6 +16,12 @@ pub enum Table {
     Bf16(Vec<u16>),
     /// Raw f16 bits.
     F16(Vec<u16>),
+    /// Quantized rows (int8 models): each row symmetric with its own scale, so a
+    /// vocabulary takes a quarter of its f32 memory.
+    Int8 {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl Table {
@@ -38,6 +44,7 @@ impl Table {
         match self {
             Table::F32(v) => v.len(),
             Table::Bf16(v) | Table::F16(v) => v.len(),
+            Table::Int8 { codes, .. } => codes.len(),
         }
     }
 
@@ -45,6 +52,48 @@ impl Table {
         match self {
             Table::F32(v) => 4 * v.len(),
             Table::Bf16(v) | Table::F16(v) => 2 * v.len(),
+            Table::Int8 { codes, scales } => codes.len() + 4 * scales.len(),
+        }
+    }
+
+    /// The table with rows of `width` quantized to int8, one scale per row.
+    pub fn to_int8(&self, width: usize) -> Table {
+        let rows = self.len() / width.max(1);
+        let mut codes = vec![0i8; rows * width];
+        let mut scales = vec![0f32; rows];
+        let mut row = vec![0f32; width];
+        for r in 0..rows {
+            row.iter_mut().for_each(|v| *v = 0.0);
+            self.add_row(r, &mut row);
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 && max.is_finite() {
+                max / 127.0
+            } else {
+                1.0
+            };
+            scales[r] = scale;
+            for (c, v) in codes[r * width..(r + 1) * width].iter_mut().zip(&row) {
+                *c = (v / scale).round().clamp(-127.0, 127.0) as i8;
+            }
+        }
+        Table::Int8 { codes, scales }
+    }
+
+    /// The table rounded to bf16 (nearest even), halving an f32 table's memory.
+    pub fn to_bf16(&self, width: usize) -> Table {
+        match self {
+            Table::Bf16(v) => Table::Bf16(v.clone()),
+            _ => {
+                let rows = self.len() / width.max(1);
+                let mut out = Vec::with_capacity(rows * width);
+                let mut row = vec![0f32; width];
+                for r in 0..rows {
+                    row.iter_mut().for_each(|v| *v = 0.0);
+                    self.add_row(r, &mut row);
+                    out.extend(row.iter().map(|&v| crate::kernels::quant::to_bf16(v)));
+                }
+                Table::Bf16(out)
+            }
         }
     }
 
@@ -63,6 +112,12 @@ impl Table {
                 .iter_mut()
                 .zip(&v[range])
                 .for_each(|(o, x)| *o += half::f16::from_bits(*x).to_f32()),
+            Table::Int8 { codes, scales } => {
+                let s = scales[row];
+                out.iter_mut()
+                    .zip(&codes[range])
+                    .for_each(|(o, c)| *o += *c as f32 * s)
+            }
         }
     }
 }

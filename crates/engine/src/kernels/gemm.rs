@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::micro;
 use super::pack::{ElementsRef, Packed, PackedRef, Weight};
+use super::quant::{LowKernel, LowPacked, LowRows};
 use super::Isa;
 
 /// Depth per pass: a `KC × NR` block of the right-hand matrix (32 KiB on AVX-512)
@@ -138,9 +139,23 @@ fn packed_end(k: usize, panels_end: usize, nr: usize) -> usize {
 /// bias, an activation, a residual norm. Gets the index of the block's first row.
 pub type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
+/// How a linear layer's weight is held.
+enum Stored {
+    /// In the checkpoint's precision (f32, or bf16/f16 widened as read), f32 products.
+    Float(Packed),
+    /// int8 or bf16, multiplied by a low-precision kernel.
+    Low(LowPacked),
+}
+
+/// The left operand of a product, in the form the layer's kernel reads.
+enum Lhs<'a> {
+    Float(&'a [f32]),
+    Low(LowRows),
+}
+
 /// A linear layer `y = x · Wᵀ + b`, its weight packed for the kernel that will run it.
 pub struct Linear {
-    w: Packed,
+    w: Stored,
     isa: Isa,
     /// Added by the caller's epilogue (so that it fuses with what follows); `None`
     /// for the bias-free layers of newer architectures.
@@ -192,15 +207,73 @@ impl Linear {
             }
             other => Packed::from_torch(other, n, k, isa.nr()),
         };
-        Linear { w, isa, bias, k, n }
+        Linear {
+            w: Stored::Float(w),
+            isa,
+            bias,
+            k,
+            n,
+        }
     }
 
-    /// The storage of the packed weight ("float32", "bfloat16", "float16").
+    /// From a `[n, k]` weight, quantized once for `kernel` (int8 per output
+    /// channel, or bf16). `isa` still runs everything around the product.
+    pub fn low(
+        weight: Weight<'_>,
+        bias: Option<Vec<f32>>,
+        n: usize,
+        k: usize,
+        isa: Isa,
+        kernel: LowKernel,
+    ) -> Self {
+        if let Some(b) = &bias {
+            assert_eq!(b.len(), n);
+        }
+        Linear {
+            w: Stored::Low(LowPacked::new(weight, n, k, kernel)),
+            isa,
+            bias,
+            k,
+            n,
+        }
+    }
+
+    /// The precision the product runs in ("float32", "bfloat16", "float16" for
+    /// weights widened as read; "int8" and "bf16" for the low-precision kernels).
     pub fn storage(&self) -> &'static str {
-        match self.w.data {
-            super::pack::Elements::F32(_) => "float32",
-            super::pack::Elements::Bf16(_) => "bfloat16",
-            super::pack::Elements::F16(_) => "float16",
+        match &self.w {
+            Stored::Float(p) => match p.data {
+                super::pack::Elements::F32(_) => "float32",
+                super::pack::Elements::Bf16(_) => "bfloat16",
+                super::pack::Elements::F16(_) => "float16",
+            },
+            Stored::Low(l) if l.kernel().is_int8() => "int8",
+            Stored::Low(_) => "bf16",
+        }
+    }
+
+    /// Panel width of the layer's kernel.
+    fn nr(&self) -> usize {
+        match &self.w {
+            Stored::Float(p) => p.nr,
+            Stored::Low(l) => l.kernel().nr(),
+        }
+    }
+
+    /// Register-block rows of the layer's kernel.
+    fn mr(&self) -> usize {
+        match &self.w {
+            Stored::Float(_) => self.isa.mr(),
+            Stored::Low(l) => l.kernel().mr(),
+        }
+    }
+
+    /// `m` rows of `x` as the kernel reads them: as they are for f32 products,
+    /// quantized (or rounded to bf16) for the low-precision ones.
+    fn prepare<'a>(&self, x: &'a [f32], m: usize) -> Lhs<'a> {
+        match &self.w {
+            Stored::Float(_) => Lhs::Float(x),
+            Stored::Low(l) => Lhs::Low(l.prepare(x, m)),
         }
     }
 
@@ -214,7 +287,11 @@ impl Linear {
 
     /// Bytes held, padding of the last panel included.
     pub fn bytes(&self) -> usize {
-        self.w.data.bytes() + 4 * self.bias.as_ref().map_or(0, Vec::len)
+        let w = match &self.w {
+            Stored::Float(p) => p.data.bytes(),
+            Stored::Low(l) => l.bytes(),
+        };
+        w + 4 * self.bias.as_ref().map_or(0, Vec::len)
     }
 
     /// `out = x · W` (or `out += x · W` when `accumulate`), then `epilogue` on each
@@ -236,33 +313,32 @@ impl Linear {
             return;
         }
         let threads = rayon::current_num_threads();
-        let panels = n.div_ceil(self.w.nr);
+        let nr = self.nr();
+        let panels = n.div_ceil(nr);
         if threads == 1 || m * n * k < PARALLEL_MIN_WORK {
-            // SAFETY: `x` is m × k and `out` m × n (checked above); `w` was packed for
-            // this layer's isa, which the CPU has.
-            unsafe { self.product(x.as_ptr(), m, 0..panels, out.as_mut_ptr(), accumulate) };
+            let a = self.prepare(x, m);
+            // SAFETY: `a` holds m rows of x (m × k, checked above) and `out` is m × n;
+            // `w` was packed for this layer's kernels, which the CPU has.
+            unsafe { self.product(&a, m, 0..panels, out.as_mut_ptr(), accumulate) };
             epilogue(0, out);
         } else if m >= threads * 48 {
-            // Row blocks: every task runs all columns for its rows, then its epilogue.
-            let rows = ROWS_PER_TASK.min(m.div_ceil(threads).next_multiple_of(self.isa.mr()));
+            // Row blocks: every task prepares its rows, runs all columns for them,
+            // then its epilogue.
+            let rows = ROWS_PER_TASK.min(m.div_ceil(threads).next_multiple_of(self.mr()));
             out.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
                 .enumerate()
-                .for_each(|(i, (c, a))| {
+                .for_each(|(i, (c, x))| {
+                    let m = c.len() / n;
+                    let a = self.prepare(x, m);
                     // SAFETY: `a` and `c` are this task's whole rows of `x` and `out`.
-                    unsafe {
-                        self.product(
-                            a.as_ptr(),
-                            c.len() / n,
-                            0..panels,
-                            c.as_mut_ptr(),
-                            accumulate,
-                        )
-                    };
+                    unsafe { self.product(&a, m, 0..panels, c.as_mut_ptr(), accumulate) };
                     epilogue(i * rows, c);
                 });
         } else {
-            // Few rows: split the columns, then run the epilogue over rows.
+            // Few rows: prepare them once, split the columns, then run the epilogue
+            // over rows.
+            let a = self.prepare(x, m);
             let per_task = panels.div_ceil(threads);
             let c = SharedMut(out.as_mut_ptr());
             (0..panels.div_ceil(per_task))
@@ -271,8 +347,8 @@ impl Linear {
                     let mine = t * per_task..((t + 1) * per_task).min(panels);
                     // SAFETY: `out` is m × n; each task writes only its own panels' columns.
                     unsafe {
-                        let cp = c.get().add(mine.start * self.w.nr);
-                        self.product(x.as_ptr(), m, mine, cp, accumulate)
+                        let cp = c.get().add(mine.start * nr);
+                        self.product(&a, m, mine, cp, accumulate)
                     };
                 });
             let rows = m.div_ceil(threads).max(1);
@@ -283,31 +359,37 @@ impl Linear {
     }
 
     /// # Safety
-    /// `x` must hold `m` rows of `k`; `out` (the first column of `panels`) `m` rows of
-    /// stride `n` covering those panels, touched by no one else.
+    /// `a` must hold `m` rows (from [`Self::prepare`]); `out` (the first column of
+    /// `panels`) `m` rows of stride `n` covering those panels, touched by no one else.
     unsafe fn product(
         &self,
-        x: *const f32,
+        a: &Lhs<'_>,
         m: usize,
         panels: Range<usize>,
         out: *mut f32,
         accumulate: bool,
     ) {
-        // SAFETY: forwarded from the caller; the isa is the one `w` was packed for and
-        // was supported when the layer was built.
+        // SAFETY: forwarded from the caller; the kernels are the ones `w` was packed
+        // for and were supported when the layer was built.
         unsafe {
-            gemm(
-                self.isa,
-                x,
-                self.k,
-                m,
-                self.w.view(),
-                panels,
-                0..self.k,
-                out,
-                self.n,
-                accumulate,
-            )
+            match (&self.w, a) {
+                (Stored::Float(w), Lhs::Float(x)) => gemm(
+                    self.isa,
+                    x.as_ptr(),
+                    self.k,
+                    m,
+                    w.view(),
+                    panels,
+                    0..self.k,
+                    out,
+                    self.n,
+                    accumulate,
+                ),
+                (Stored::Low(w), Lhs::Low(rows)) => {
+                    w.product(rows, m, panels, out, self.n, accumulate)
+                }
+                _ => unreachable!("operand prepared for another layer"),
+            }
         }
     }
 }

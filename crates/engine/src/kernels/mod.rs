@@ -46,6 +46,7 @@ mod micro;
 pub mod norm;
 pub mod pack;
 pub mod probe;
+pub mod quant;
 pub mod softmax;
 
 use std::sync::OnceLock;

@@ -100,3 +100,69 @@ macro_rules! kernel {
 
 kernel!(float, f32);
 kernel!(bfloat, super::Bf16);
+
+/// int8 in plain Rust: i8 activation codes (the unsigned code − 128) and weights,
+/// i32 sums per depth block, groups of four along the depth (the NEON layout, so
+/// aarch64 CPUs without `sdot` share its packing).
+pub mod int8 {
+    use crate::kernels::micro::{Dequant, INT8_BLOCK};
+
+    pub const MR: usize = 4;
+    pub const NR: usize = 16;
+    /// Bytes of depth per lane.
+    pub const GROUP: usize = 4;
+
+    /// # Safety
+    /// As `rows`.
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        groups: usize,
+        a: *const i8,
+        lda: usize,
+        b: *const i8,
+        out: Dequant,
+    ) {
+        let per_block = INT8_BLOCK / GROUP;
+        let mut acc = [[0f32; NR]; R];
+        // SAFETY: `groups` groups of `a` per row and of the panel in `b`, `blocks`
+        // scales and shifts per row, a panel width of sums and of scales per block,
+        // and `width` floats per row of `c` (caller's promise).
+        unsafe {
+            let a = std::slice::from_raw_parts(a, (R - 1) * lda + groups * GROUP);
+            let b = std::slice::from_raw_parts(b, groups * GROUP * NR);
+            for blk in 0..groups / per_block {
+                let mut dots = [[0i32; NR]; R];
+                for g in blk * per_block..(blk + 1) * per_block {
+                    let panel = &b[g * GROUP * NR..(g + 1) * GROUP * NR];
+                    for (r, row) in dots.iter_mut().enumerate() {
+                        let four = &a[r * lda + g * GROUP..r * lda + (g + 1) * GROUP];
+                        for (j, v) in row.iter_mut().enumerate() {
+                            let w = &panel[j * GROUP..(j + 1) * GROUP];
+                            *v += four
+                                .iter()
+                                .zip(w)
+                                .map(|(&x, &y)| x as i32 * y as i32)
+                                .sum::<i32>();
+                        }
+                    }
+                }
+                for (r, (f, d)) in acc.iter_mut().zip(&dots).enumerate() {
+                    let s = *out.row_scale.add(r * out.blocks + blk);
+                    let m = *out.row_shift.add(r * out.blocks + blk);
+                    for (j, (f, d)) in f.iter_mut().zip(d).enumerate() {
+                        let w = *out.col_scale.add(blk * NR + j);
+                        *f += s * (*d as f32 * w) - m * *out.col_sum.add(blk * NR + j);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let c = std::slice::from_raw_parts_mut(out.c.add(r * out.ldc), out.width);
+                for (j, o) in c.iter_mut().enumerate() {
+                    *o = if out.accumulate { *o + row[j] } else { row[j] };
+                }
+            }
+        }
+    }
+
+    crate::kernels::micro::quant_rows_fn!(4, [1, 2, 3], i8, i8);
+}
