@@ -1,5 +1,6 @@
 //! API keys: with API_KEY (or API_KEY_FILE) set, every route but `/health` needs
-//! `Authorization: Bearer KEY`.
+//! `Authorization: Bearer KEY`; `/health` then answers only its status to callers
+//! without one (the model names and memory figures are for the operator).
 //!
 //! Keys are compared in constant time, so response timing says nothing about how much
 //! of a guess was right, and they never reach a log line. A refusal is spelled in the
@@ -11,10 +12,14 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use crate::error::{ApiError, Shaped};
-use crate::routes::{ollama, openai, tei};
+use crate::error::ApiError;
+
+/// Whether the request carried a valid key (always true without API_KEY): set for
+/// `/health`, which answers in full only to authenticated callers.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated(pub bool);
 
 #[derive(Clone, Default)]
 pub struct Keys(Arc<Vec<Vec<u8>>>);
@@ -45,11 +50,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-pub async fn require_key(State(keys): State<Keys>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if !keys.enabled() || path == "/health" {
-        return next.run(req).await;
-    }
+pub async fn require_key(State(keys): State<Keys>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -58,10 +60,17 @@ pub async fn require_key(State(keys): State<Keys>, req: Request, next: Next) -> 
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    if given.is_some_and(|k| keys.accepts(k.as_bytes())) {
+        .map(str::trim)
+        .map(str::to_string);
+    let valid = !keys.enabled() || given.as_ref().is_some_and(|k| keys.accepts(k.as_bytes()));
+    if path == "/health" {
+        req.extensions_mut().insert(Authenticated(valid));
         return next.run(req).await;
     }
+    if valid {
+        return next.run(req).await;
+    }
+    let path = path.as_str();
     let err = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_api_key",
@@ -71,15 +80,7 @@ pub async fn require_key(State(keys): State<Keys>, req: Request, next: Next) -> 
             "an API key is required: send Authorization: Bearer KEY"
         },
     );
-    let mut resp = if path.starts_with("/v1/") {
-        Shaped::<openai::Shape>::from(err).into_response()
-    } else if path.starts_with("/api/") {
-        Shaped::<ollama::Shape>::from(err).into_response()
-    } else if matches!(path, "/embed" | "/tokenize" | "/info") {
-        Shaped::<tei::Shape>::from(err).into_response()
-    } else {
-        err.into_response()
-    };
+    let mut resp = crate::error::respond_for(path, err);
     resp.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),

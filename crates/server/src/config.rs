@@ -27,11 +27,20 @@ pub const VARIABLES: &[&str] = &[
     "MAX_BATCH_TOKENS",
     "MAX_CONCURRENT_REQUESTS",
     "MAX_QUEUED_TOKENS",
+    "MAX_QUEUE_WAIT",
+    "MAX_TOKENS_PER_REQUEST",
+    "MAX_LOADED_MODELS",
+    "MODEL_MEMORY_BUDGET",
+    "ALLOWED_MODELS",
+    "HEADER_READ_TIMEOUT",
+    "BODY_READ_TIMEOUT",
+    "MAX_CONNECTIONS",
     "SHUTDOWN_TIMEOUT",
     "MAX_SEQUENCE_LENGTH",
     "MAX_TEXTS_PER_REQUEST",
     "MAX_REQUEST_BYTES",
     "THREADS",
+    "QUANTIZE",
     "ISA",
     "HF_HOME",
     "HF_TOKEN",
@@ -83,6 +92,81 @@ pub fn parse_isa(s: &str) -> Result<IsaChoice, String> {
         other => Ok(IsaChoice(other)),
     }
 }
+
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024),
+/// or `unlimited`.
+fn bytes(s: &str) -> Result<Budget, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(Budget(usize::MAX));
+    }
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, ""), |i| t.split_at(i));
+    let scale: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?} (K, M, G, T)")),
+    };
+    let n: f64 = num.trim().parse().map_err(|e| format!("{e} in {s:?}"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err("must be more than 0 (or unlimited)".into());
+    }
+    Ok(Budget((n * scale as f64) as usize))
+}
+
+/// A size in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget(pub usize);
+
+/// MODEL_MEMORY_BUDGET as given: `auto` is resolved at start-up, against the memory
+/// the container (or machine) has then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBudget {
+    Auto,
+    Bytes(Budget),
+}
+
+fn budget(s: &str) -> Result<MemoryBudget, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        Ok(MemoryBudget::Auto)
+    } else {
+        bytes(s).map(MemoryBudget::Bytes)
+    }
+}
+
+/// The memory this process may use: the container's limit (cgroup v2, then v1) when
+/// there is one, else the machine's.
+pub fn memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        // "max" fails to parse; v1's "no limit" is a huge number.
+        .filter(|v| *v < (1 << 60));
+    let total = read("/proc/meminfo").and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    match (cgroup, total) {
+        (Some(c), Some(t)) => Some(c.min(t)),
+        (c, t) => c.or(t),
+    }
+}
+
+/// The share of the memory limit the weights of loaded models may take by default:
+/// the rest is for the batches' activations, tokenizers, buffers and the runtime.
+const DEFAULT_BUDGET_SHARE: f64 = 0.6;
 
 fn positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -138,6 +222,41 @@ pub struct ServeArgs {
     /// Tokens waiting per model before new requests are refused with 429.
     #[arg(long, env = "MAX_QUEUED_TOKENS", value_name = "MAX_QUEUED_TOKENS", default_value = "262144", value_parser = positive)]
     pub max_queued_tokens: usize,
+    /// Seconds a new request's tokens may be expected to wait behind those queued (at
+    /// the engine's measured rate) before it is refused with 429.
+    #[arg(long, env = "MAX_QUEUE_WAIT", value_name = "MAX_QUEUE_WAIT", default_value = "10", value_parser = positive)]
+    pub max_queue_wait: usize,
+    /// Most tokens one request may carry after truncation (413 beyond): one request
+    /// must not hold the engine for minutes.
+    #[arg(long, env = "MAX_TOKENS_PER_REQUEST", value_name = "MAX_TOKENS_PER_REQUEST", default_value = "65536", value_parser = positive)]
+    pub max_tokens_per_request: usize,
+    /// Most models loaded at once; the least recently used idle one is unloaded to
+    /// make room.
+    #[arg(long, env = "MAX_LOADED_MODELS", value_name = "MAX_LOADED_MODELS", default_value = "8", value_parser = positive)]
+    pub max_loaded_models: usize,
+    /// Bytes the loaded models' weights may take (e.g. 2G, 2500M, unlimited); auto is
+    /// 60% of the container's memory limit (or the machine's).
+    #[arg(long, env = "MODEL_MEMORY_BUDGET", value_name = "MODEL_MEMORY_BUDGET", default_value = "auto", value_parser = budget)]
+    pub model_memory_budget: MemoryBudget,
+    /// Models this server will load (comma-separated names or globs such as
+    /// sentence-transformers/*); empty allows any.
+    #[arg(
+        long,
+        env = "ALLOWED_MODELS",
+        value_name = "ALLOWED_MODELS",
+        value_delimiter = ','
+    )]
+    pub allowed_models: Vec<String>,
+    /// Seconds a client has to send a request's headers (and an idle keep-alive
+    /// connection lives) before the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "10", value_parser = positive)]
+    pub header_read_timeout: usize,
+    /// Seconds a client has to send a request's body (408 after).
+    #[arg(long, env = "BODY_READ_TIMEOUT", value_name = "BODY_READ_TIMEOUT", default_value = "30", value_parser = positive)]
+    pub body_read_timeout: usize,
+    /// Most open connections; more are closed as they arrive.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value = "1024", value_parser = positive)]
+    pub max_connections: usize,
     /// Seconds to finish requests in flight after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = positive)]
     pub shutdown_timeout: usize,
@@ -156,6 +275,10 @@ pub struct ServeArgs {
     /// Kernels to run: auto (the best this CPU has), avx512, avx2, neon or portable.
     #[arg(long, env = "ISA", value_name = "ISA", default_value = "auto", value_parser = parse_isa)]
     pub isa: IsaChoice,
+    /// Precision models load in: none (as stored), int8 (a quarter of the memory,
+    /// faster), or bf16 (CPUs with AVX-512 BF16). POST /model/load may choose per model.
+    #[arg(long, env = "QUANTIZE", value_name = "QUANTIZE", default_value = "none", value_parser = embgen_engine::Quantize::parse)]
+    pub quantize: embgen_engine::Quantize,
     /// Hugging Face home; models are cached in its hub/ folder, shared with Python tools.
     #[arg(long, env = "HF_HOME", value_name = "HF_HOME")]
     pub hf_home: Option<PathBuf>,
@@ -233,6 +356,10 @@ impl ServeArgs {
                 bail!("MODEL_DIRS: {} is not a folder", dir.display());
             }
         }
+        let isa = self.isa.0.unwrap_or_else(embgen_engine::kernels::isa);
+        self.quantize
+            .kernel(isa)
+            .map_err(|e| anyhow::anyhow!("QUANTIZE: {e}"))?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level).with_context(|| {
             format!(
                 "LOG_LEVEL: {:?} is not a log level or filter",
@@ -269,6 +396,12 @@ impl ServeArgs {
         if self.default_model.trim().is_empty() {
             bail!("DEFAULT_MODEL: must name a model");
         }
+        self.allowed_models = self
+            .allowed_models
+            .iter()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
         Ok(self)
     }
 
@@ -277,6 +410,21 @@ impl ServeArgs {
             max_batch_size: self.max_batch_size,
             max_batch_tokens: self.max_batch_tokens,
             max_queued_tokens: self.max_queued_tokens,
+            max_queue_wait: std::time::Duration::from_secs(self.max_queue_wait as u64),
+        }
+    }
+
+    /// The residency limits, MODEL_MEMORY_BUDGET's `auto` resolved.
+    pub fn residency(&self) -> crate::runtime::registry::Residency {
+        let budget = match self.model_memory_budget {
+            MemoryBudget::Bytes(Budget(b)) => b,
+            MemoryBudget::Auto => {
+                memory_limit().map_or(usize::MAX, |m| (m as f64 * DEFAULT_BUDGET_SHARE) as usize)
+            }
+        };
+        crate::runtime::registry::Residency {
+            max_models: self.max_loaded_models,
+            memory_budget: budget,
         }
     }
 
@@ -308,6 +456,19 @@ mod tests {
         let mut listed: Vec<String> = VARIABLES.iter().map(|v| v.to_string()).collect();
         listed.sort();
         assert_eq!(from_args, listed);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes("2G"), Ok(Budget(2 << 30)));
+        assert_eq!(bytes("2500M"), Ok(Budget(2500 << 20)));
+        assert_eq!(bytes("1.5GiB"), Ok(Budget(3 << 29)));
+        assert_eq!(bytes("4096"), Ok(Budget(4096)));
+        assert_eq!(bytes("unlimited"), Ok(Budget(usize::MAX)));
+        assert!(bytes("0").is_err());
+        assert!(bytes("3X").is_err());
+        assert_eq!(budget("auto"), Ok(MemoryBudget::Auto));
+        assert!(memory_limit().is_some_and(|m| m > 0));
     }
 
     #[test]

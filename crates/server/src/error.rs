@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds a refused client should wait (`Retry-After`), for 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 /// Body of every error response.
@@ -39,7 +41,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -104,10 +112,15 @@ impl IntoResponse for ApiError {
 
 fn respond(e: &ApiError, body: serde_json::Value) -> Response {
     let mut resp = (e.status, axum::Json(body)).into_response();
-    if e.status == StatusCode::TOO_MANY_REQUESTS {
+    let retry = match (e.retry_after, e.status) {
+        (Some(s), _) => Some(s),
+        (None, StatusCode::TOO_MANY_REQUESTS) => Some(1),
+        _ => None,
+    };
+    if let Some(s) = retry {
         resp.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
+            axum::http::HeaderValue::from(s),
         );
     }
     resp
@@ -127,6 +140,27 @@ pub fn strip_paths(message: &str, folders: &[&std::path::Path]) -> String {
         }
     }
     out
+}
+
+/// `e` in the error shape of the dialect `path` belongs to: for refusals made before a
+/// route's handler runs (API keys, content type, cross-site origins), so that each
+/// client reads them as its own API's errors.
+pub fn respond_for(path: &str, e: ApiError) -> Response {
+    use crate::routes::{cohere, ollama, openai, tei};
+    if matches!(path, "/v1/rerank" | "/v2/rerank") {
+        Shaped::<cohere::Shape>::from(e).into_response()
+    } else if path.starts_with("/v1/") {
+        Shaped::<openai::Shape>::from(e).into_response()
+    } else if path.starts_with("/api/") {
+        Shaped::<ollama::Shape>::from(e).into_response()
+    } else if matches!(
+        path,
+        "/" | "/embed" | "/tokenize" | "/info" | "/rerank" | "/predict"
+    ) {
+        Shaped::<tei::Shape>::from(e).into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 #[cfg(test)]

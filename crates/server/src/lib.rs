@@ -2,9 +2,11 @@
 //! and the commands of the `embgen` binary.
 
 pub mod auth;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod loader;
 pub mod metrics;
 pub mod request_log;

@@ -86,12 +86,26 @@ fn describe() {
         Unit::Seconds,
         "Model load duration"
     );
-    describe_counter!("embgen_model_unloads_total", "Model unloads");
+    describe_counter!(
+        "embgen_model_unloads_total",
+        "Model unloads, by reason (request, evicted)"
+    );
     describe_gauge!("embgen_models_loaded", "Models resident in memory");
+    describe_gauge!(
+        "embgen_models_memory_bytes",
+        Unit::Bytes,
+        "Weights of all resident models"
+    );
+    describe_gauge!("embgen_max_loaded_models", "MAX_LOADED_MODELS");
+    describe_gauge!(
+        "embgen_model_memory_budget_bytes",
+        Unit::Bytes,
+        "MODEL_MEMORY_BUDGET"
+    );
     describe_gauge!(
         "embgen_model_memory_bytes",
         Unit::Bytes,
-        "Weights of each resident model"
+        "Weights of each resident model, by the precision it runs in"
     );
     describe_gauge!(
         "process_resident_memory_bytes",
@@ -150,22 +164,41 @@ pub fn rejected(reason: &'static str) {
     counter!("embgen_rejected_requests_total", "reason" => reason).increment(1);
 }
 
-pub fn model_loaded(model: &str, ok: bool, elapsed: Duration, memory_bytes: usize) {
-    let result = if ok { "ok" } else { "error" };
-    counter!("embgen_model_loads_total", "model" => model.to_string(), "result" => result)
+/// `precision` labels the memory gauge (none, int8, bf16: what QUANTIZE and
+/// `/model/load?quantize=` name), so a dashboard shows which precision each resident
+/// model runs in and what it costs.
+pub fn model_loaded(model: &str, precision: &'static str, elapsed: Duration, memory_bytes: usize) {
+    counter!("embgen_model_loads_total", "model" => model.to_string(), "result" => "ok")
         .increment(1);
-    histogram!("embgen_model_load_duration_seconds", "model" => model.to_string())
+    histogram!("embgen_model_load_duration_seconds", "result" => "ok")
         .record(elapsed.as_secs_f64());
-    if ok {
-        gauge!("embgen_model_memory_bytes", "model" => model.to_string()).set(memory_bytes as f64);
-    }
+    gauge!("embgen_model_memory_bytes", "model" => model.to_string(), "precision" => precision)
+        .set(memory_bytes as f64);
 }
 
-pub fn model_unloaded(model: &str) {
-    counter!("embgen_model_unloads_total", "model" => model.to_string()).increment(1);
-    gauge!("embgen_model_memory_bytes", "model" => model.to_string()).set(0.0);
+/// A failed load, under one label whatever the name: distinct bad names must not
+/// add series (a client could otherwise grow /metrics without bound).
+pub fn model_load_failed(elapsed: Duration) {
+    counter!("embgen_model_loads_total", "model" => "(failed)", "result" => "error").increment(1);
+    histogram!("embgen_model_load_duration_seconds", "result" => "error")
+        .record(elapsed.as_secs_f64());
 }
 
-pub fn models_loaded(n: usize) {
+/// `reason`: request (POST /model/unload) or evicted (to make room).
+pub fn model_unloaded(model: &str, precision: &'static str, reason: &'static str) {
+    counter!("embgen_model_unloads_total", "model" => model.to_string(), "reason" => reason)
+        .increment(1);
+    gauge!("embgen_model_memory_bytes", "model" => model.to_string(), "precision" => precision)
+        .set(0.0);
+}
+
+pub fn models_loaded(n: usize, memory_bytes: usize) {
     gauge!("embgen_models_loaded").set(n as f64);
+    gauge!("embgen_models_memory_bytes").set(memory_bytes as f64);
+}
+
+/// The residency limits, so dashboards can show use against them.
+pub fn residency(max_models: usize, memory_budget: usize) {
+    gauge!("embgen_max_loaded_models").set(max_models as f64);
+    gauge!("embgen_model_memory_budget_bytes").set(memory_budget as f64);
 }

@@ -3,14 +3,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method};
 use axum::response::IntoResponse;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::{LogFormat, ServeArgs};
 use crate::error::ApiError;
@@ -18,14 +20,22 @@ use crate::routes::{self, service::Preload, AppState};
 use crate::runtime::registry::Registry;
 use crate::runtime::{RequestLimits, Runtime};
 
+/// Logs go to stderr, at `level`, as text or one JSON object per line.
+///
+/// A second call (the Python package runs the command in a long-lived process) keeps
+/// the first subscriber rather than failing.
 pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let _ = builder.json().flatten_event(true).try_init();
+        }
+        LogFormat::Text => {
+            let _ = builder.try_init();
+        }
     }
 }
 
@@ -38,22 +48,42 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
     };
+    // Named, not `*`: browsers do not let a wildcard cover Authorization.
+    let request_id = HeaderName::from_static("x-request-id");
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods(Any)
-            .allow_headers(Any),
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                request_id.clone(),
+            ])
+            .expose_headers([
+                request_id,
+                HeaderName::from_static("x-queue-time-ms"),
+                HeaderName::from_static("x-compute-time-ms"),
+                header::RETRY_AFTER,
+            ]),
     )
 }
 
 /// The whole application, ready to serve.
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
+    let origins = crate::guard::Origins(Arc::new(config.cors_allow_origins.clone()));
     let mut app = routes::router(state)
         .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            config.body_read_timeout as u64,
+        )))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            crate::guard::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             crate::auth::Keys::new(config.api_key.clone()),
             crate::auth::require_key,
@@ -92,21 +122,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         embgen_engine::kernels::set_default_isa(isa).map_err(|e| anyhow::anyhow!("ISA: {e}"))?;
     }
     let pool = engine_pool(args.threads)?;
+    let residency = args.residency();
     let registry = Arc::new(Registry::new(
         args.hub_options(),
         args.model_dirs.clone(),
         pool,
         args.max_sequence_length,
         args.batch_limits(),
+        residency,
+        args.allowed_models.clone(),
+        args.quantize,
         args.default_model.clone(),
     ));
+    registry
+        .allows(&args.default_model)
+        .map_err(|e| anyhow::anyhow!("DEFAULT_MODEL: {}", e.message))?;
     crate::metrics::install();
+    crate::metrics::residency(residency.max_models, residency.memory_budget);
+    tracing::info!(
+        max_loaded_models = residency.max_models,
+        model_memory_budget_mb = if residency.memory_budget == usize::MAX {
+            0
+        } else {
+            residency.memory_budget >> 20
+        },
+        "model residency limits"
+    );
     let runtime = Arc::new(Runtime::new(
         registry.clone(),
         args.max_concurrent_requests,
         RequestLimits {
             max_texts: args.max_texts_per_request,
             max_batch_size: args.max_batch_size,
+            max_tokens: args.max_tokens_per_request,
         },
     ));
     let state = AppState {
@@ -134,22 +182,86 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {addr}"))?;
     tracing::info!(%addr, default_model = %args.default_model, "embgen listening");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
-    let grace = std::time::Duration::from_secs(args.shutdown_timeout as u64);
-    tokio::select! {
-        result = server => result.context("server failed")?,
-        // Once the signal came, requests in flight get SHUTDOWN_TIMEOUT to finish.
-        _ = async {
-            let _ = stop_rx.await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!(seconds = grace.as_secs(), "requests still running at the shutdown timeout; stopping anyway"),
-    }
+    serve(listener, app(state), &args, shutdown_signal()).await;
     tracing::info!("embgen stopped");
     Ok(())
+}
+
+/// Accepts connections until `shutdown`, then lets requests in flight finish for
+/// SHUTDOWN_TIMEOUT. Slow clients cannot hold connections: headers (and the wait
+/// for the next request on a kept-alive connection) must arrive within
+/// HEADER_READ_TIMEOUT, bodies within BODY_READ_TIMEOUT (the app's layer), and at
+/// most MAX_CONNECTIONS are open at once; more are closed as they arrive.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    args: &ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout as u64));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(args.header_read_timeout as u64)));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections));
+    let first_bytes = Duration::from_secs(args.header_read_timeout as u64);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    crate::metrics::rejected("connections");
+                    drop(stream);
+                    continue;
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    // The auto builder reads a connection's first bytes (HTTP/1 or 2?)
+                    // with no timer of its own: a client that connects and sends
+                    // nothing would hold its slot forever.
+                    let mut first = [0u8; 1];
+                    let arrived = tokio::time::timeout(first_bytes, stream.peek(&mut first)).await;
+                    if !matches!(arrived, Ok(Ok(n)) if n > 0) {
+                        drop(slot);
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                    drop(slot);
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_secs(args.shutdown_timeout as u64);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        // Once the signal came, requests in flight get SHUTDOWN_TIMEOUT to finish.
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(seconds = grace.as_secs(), "requests still running at the shutdown timeout; stopping anyway")
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends).

@@ -33,6 +33,10 @@ pub struct Args {
     /// documents is scored per batch size.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Precisions to measure, each model once per entry: none (as stored), int8,
+    /// bf16. `--quantize none,int8` puts int8 rows beside full precision.
+    #[arg(long, value_delimiter = ',', default_value = "none", value_parser = embgen_engine::Quantize::parse)]
+    pub quantize: Vec<embgen_engine::Quantize>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -103,14 +107,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("| model | order | batch | texts | tokens | s | texts/s | tokens/s | GFLOP/s | % FMA peak | % GEMM |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut latencies = Vec::new();
-    for name in &args.models {
-        let loaded = crate::loader::load(name, &hub, load.clone())?;
+    let runs = args
+        .models
+        .iter()
+        .flat_map(|m| args.quantize.iter().map(move |q| (m, *q)));
+    for (name, quantize) in runs {
+        let opts = embgen_engine::LoadOptions {
+            quantize,
+            ..load.clone()
+        };
+        let loaded = crate::loader::load(name, &hub, opts)?;
         let model = &loaded.model;
-        let short = name
+        let base = name
             .trim_end_matches('/')
             .rsplit('/')
             .next()
             .unwrap_or(name);
+        let short = match quantize {
+            embgen_engine::Quantize::None => base.to_string(),
+            q => format!("{base} ({q})"),
+        };
+        let short = short.as_str();
         if model.task() == embgen_engine::Task::Score {
             rerank(model, short, &texts, &args)?;
             continue;

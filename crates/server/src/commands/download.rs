@@ -24,6 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     embgen_engine::Model::load(
         &resolved.dir,
         embgen_engine::LoadOptions {
+            quantize: embgen_engine::Quantize::None,
             pool: Some(embgen_engine::thread_pool(Some(1))?),
             max_seq_length: None,
             isa: None,

@@ -34,6 +34,10 @@ pub struct Args {
     /// One of the model's named prompts (config_sentence_transformers.json).
     #[arg(long)]
     pub prompt_name: Option<String>,
+    /// Precision of the linear layers: none (as stored), int8, or bf16 (CPUs with
+    /// AVX-512 BF16).
+    #[arg(long, env = "QUANTIZE", default_value = "none", value_parser = embgen_engine::Quantize::parse)]
+    pub quantize: embgen_engine::Quantize,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -92,7 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => read_items(std::io::stdin().lock())?,
     };
     let hub = embgen_hub::HubOptions::from_env();
-    let loaded = crate::loader::load(&args.model, &hub, args.engine.load_options()?)?;
+    let opts = embgen_engine::LoadOptions {
+        quantize: args.quantize,
+        ..args.engine.load_options()?
+    };
+    let loaded = crate::loader::load(&args.model, &hub, opts)?;
     let model = loaded.model;
     let opts = EncodeOptions {
         normalize: !args.no_normalize,

@@ -33,6 +33,7 @@ impl EngineArgs {
             pool: Some(thread_pool(self.threads)?),
             max_seq_length: self.max_tokens,
             isa: self.isa.0,
+            quantize: embgen_engine::Quantize::None,
         })
     }
 }

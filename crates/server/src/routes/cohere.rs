@@ -35,12 +35,17 @@ pub struct RerankRequest {
     /// A cross-encoder (Hub id or folder); default: DEFAULT_MODEL. Loaded if needed.
     #[schema(example = "cross-encoder/ms-marco-MiniLM-L6-v2")]
     pub model: Option<String>,
-    #[schema(example = "What is the capital of the United States?")]
+    #[schema(
+        example = "What is the capital of the United States?",
+        min_length = 1,
+        pattern = r"\S"
+    )]
     pub query: String,
     /// Strings, or objects with a `text` field.
-    #[schema(value_type = Vec<Object>, example = json!(["Carson City is the capital city of Nevada.", "Washington, D.C. is the capital of the United States."]))]
+    #[schema(value_type = Vec<CohereDocument>, example = json!(["Carson City is the capital city of Nevada.", "Washington, D.C. is the capital of the United States."]), min_items = 1)]
     pub documents: Vec<Value>,
     /// Return only the N most relevant (default: all).
+    #[schema(minimum = 1)]
     pub top_n: Option<i64>,
     /// Include each document in the results (default: true on /v1, false on /v2).
     pub return_documents: Option<bool>,
@@ -52,6 +57,21 @@ pub struct RerankRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct Document {
+    pub text: String,
+}
+
+/// A document as a request may send it: a string, or an object with `text`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CohereDocument {
+    Text(String),
+    Object(DocumentIn),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct DocumentIn {
     pub text: String,
 }
 
@@ -96,7 +116,7 @@ pub struct RerankResponse {
 }
 
 /// The text of each document: a string or `{"text": …}`.
-fn document_texts(documents: Vec<Value>) -> Result<Vec<String>, ApiError> {
+pub(crate) fn document_texts(documents: Vec<Value>) -> Result<Vec<String>, ApiError> {
     documents
         .into_iter()
         .enumerate()
@@ -187,12 +207,7 @@ async fn rerank(
 /// Rerank documents by relevance to a query (Cohere v1 and Jina compatible).
 #[utoipa::path(post, path = "/v1/rerank", tag = "rerank", request_body = RerankRequest, responses(
     (status = 200, body = RerankResponse),
-    (status = 400, description = "The model does not rerank, an empty query, top_n below 1, malformed JSON"),
-    (status = 401, description = "Missing or wrong API key"),
-    (status = 404, description = "Unknown model"),
-    (status = 413, description = "Too many documents"),
-    (status = 422, description = "Invalid fields (no documents)"),
-    (status = 429, description = "Overloaded: retry after Retry-After"),
+    super::errors::CohereErrors,
 ))]
 pub async fn rerank_v1(
     State(st): State<AppState>,
@@ -204,12 +219,7 @@ pub async fn rerank_v1(
 /// Rerank documents by relevance to a query (Cohere v2 compatible).
 #[utoipa::path(post, path = "/v2/rerank", tag = "rerank", request_body = RerankRequest, responses(
     (status = 200, body = RerankResponse),
-    (status = 400, description = "The model does not rerank, an empty query, top_n below 1, malformed JSON"),
-    (status = 401, description = "Missing or wrong API key"),
-    (status = 404, description = "Unknown model"),
-    (status = 413, description = "Too many documents"),
-    (status = 422, description = "Invalid fields (no documents)"),
-    (status = 429, description = "Overloaded: retry after Retry-After"),
+    super::errors::CohereErrors,
 ))]
 pub async fn rerank_v2(
     State(st): State<AppState>,

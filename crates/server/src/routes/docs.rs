@@ -25,6 +25,7 @@ use crate::error;
         openai::embeddings,
         openai::models,
         tei::embed,
+        tei::embed_root,
         tei::rerank,
         tei::predict,
         tei::tokenize,

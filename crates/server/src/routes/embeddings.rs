@@ -14,7 +14,7 @@ use crate::runtime::Embed;
 #[derive(Deserialize, ToSchema)]
 pub struct EmbeddingRequest {
     /// Texts to embed (the empty string is a valid text).
-    #[schema(example = json!(["The quick brown fox", "A fast auburn fox"]))]
+    #[schema(example = json!(["The quick brown fox", "A fast auburn fox"]), min_items = 1)]
     pub texts: Vec<String>,
     /// A Hub id or a folder under MODEL_DIRS; default: DEFAULT_MODEL. Loaded if needed.
     #[schema(example = "sentence-transformers/all-MiniLM-L6-v2")]
@@ -22,6 +22,7 @@ pub struct EmbeddingRequest {
     /// L2-normalize the vectors (default true).
     pub normalize: Option<bool>,
     /// Texts per forward pass, at most MAX_BATCH_SIZE.
+    #[schema(minimum = 1)]
     pub batch_size: Option<usize>,
 }
 
@@ -41,11 +42,7 @@ pub struct EmbeddingResponse {
 /// Embed texts with a sentence-transformers model.
 #[utoipa::path(post, path = "/embeddings", tag = "embeddings", request_body = EmbeddingRequest, responses(
     (status = 200, body = EmbeddingResponse),
-    (status = 400, description = "Malformed JSON or model name", body = crate::error::ErrorBody),
-    (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
-    (status = 413, description = "Too many texts or body too large", body = crate::error::ErrorBody),
-    (status = 422, description = "Invalid fields", body = crate::error::ErrorBody),
-    (status = 429, description = "Overloaded: retry after the Retry-After header's seconds", body = crate::error::ErrorBody),
+    super::errors::NativeErrors,
 ))]
 pub async fn embeddings(
     State(st): State<AppState>,

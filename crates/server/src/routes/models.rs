@@ -3,7 +3,8 @@
 //! The model may be named in the query (`?model_name=…`, as the brief's curl examples
 //! do) or in a JSON body; with neither, these act on DEFAULT_MODEL.
 
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,11 +16,27 @@ use utoipa::{IntoParams, ToSchema};
 use super::{parse_json, AppState};
 use crate::error::ApiError;
 use crate::runtime::registry::{not_loaded, release_memory, LoadedModel};
+use embgen_engine::Quantize;
+
+/// How long an unload waits, in 10 ms steps, for the model's batcher to let go of
+/// it: a batcher stops within one forward pass, and a request still using the model
+/// keeps it anyway (its memory then goes back when that request ends).
+const UNLOAD_WAIT_STEPS: usize = 100;
 
 #[derive(Deserialize, IntoParams, ToSchema, Default)]
 pub struct ModelQuery {
     /// A Hub id or a folder under MODEL_DIRS; default: DEFAULT_MODEL.
     pub model_name: Option<String>,
+}
+
+/// `/model/load`'s parameters, in the query or a JSON body.
+#[derive(Deserialize, IntoParams, ToSchema, Default)]
+pub struct LoadQuery {
+    /// A Hub id or a folder under MODEL_DIRS; default: DEFAULT_MODEL.
+    pub model_name: Option<String>,
+    /// none, int8 or bf16; default: QUANTIZE. A model loaded in another precision is
+    /// reloaded in this one.
+    pub quantize: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -49,9 +66,15 @@ pub struct ModelInfo {
     pub isa: String,
     /// How the checkpoint stores its weights (float32, float16, bfloat16).
     pub weights_dtype: String,
+    /// The quantization asked for at load: none, int8 or bf16.
+    pub quantize: String,
+    /// What the linear layers compute in, with the kernel: "float32", "int8 (vnni)"…
+    pub precision: String,
     /// A cross-encoder's labels.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Requests using the model now (a model in use is never unloaded to make room).
+    pub in_flight: usize,
     /// The activation a cross-encoder's scores get unless raw scores are asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score_activation: Option<String>,
@@ -84,10 +107,44 @@ impl From<&LoadedModel> for ModelInfo {
             threads: i.threads,
             isa: i.isa.to_string(),
             weights_dtype: i.weights_dtype.to_string(),
+            quantize: i.quantize.to_string(),
+            precision: i.precision.clone(),
             labels: i.labels.clone(),
+            in_flight: m.in_flight(),
             score_activation: i.score_activation.map(str::to_string),
         }
     }
+}
+
+/// What stays loaded: the limits and their use now.
+#[derive(Serialize, ToSchema)]
+pub struct Residency {
+    pub loaded_models: usize,
+    pub max_loaded_models: usize,
+    /// Bytes of weights loaded.
+    pub memory_used_bytes: usize,
+    /// MODEL_MEMORY_BUDGET; null when unlimited.
+    pub memory_budget_bytes: Option<usize>,
+}
+
+impl Residency {
+    pub fn of(st: &AppState) -> Self {
+        let r = st.runtime.registry.residency();
+        Residency {
+            loaded_models: st.runtime.registry.list().len(),
+            max_loaded_models: r.max_models,
+            memory_used_bytes: st.runtime.registry.memory_used(),
+            memory_budget_bytes: (r.memory_budget != usize::MAX).then_some(r.memory_budget),
+        }
+    }
+}
+
+/// `/model/info`: the model, and the residency it lives within.
+#[derive(Serialize, ToSchema)]
+pub struct InfoResponse {
+    #[serde(flatten)]
+    pub model: ModelInfo,
+    pub residency: Residency,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,33 +162,38 @@ pub struct UnloadResponse {
     pub memory_freed_bytes: usize,
 }
 
-/// The model named in the query, else in a JSON body, else the default.
-fn model_name(
+/// The parameters given in the query, else in a JSON body; the model defaults to
+/// DEFAULT_MODEL.
+fn parameters(
     st: &AppState,
-    query: ModelQuery,
+    query: LoadQuery,
     body: Result<Bytes, BytesRejection>,
-) -> Result<String, ApiError> {
-    if let Some(name) = query.model_name {
-        return Ok(name);
-    }
-    let from_body = match body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => ModelQuery::default(),
-        other => parse_json::<ModelQuery>(other)?,
+) -> Result<(String, Option<String>), ApiError> {
+    let given = if query.model_name.is_some() || query.quantize.is_some() {
+        query
+    } else {
+        match body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => LoadQuery::default(),
+            other => parse_json::<LoadQuery>(other)?,
+        }
     };
-    Ok(from_body
+    let name = given
         .model_name
-        .unwrap_or_else(|| st.runtime.registry.default_model.clone()))
+        .unwrap_or_else(|| st.runtime.registry.default_model.clone());
+    Ok((name, given.quantize))
 }
 
 /// Information about a loaded model.
 #[utoipa::path(get, path = "/model/info", tag = "models", params(ModelQuery), responses(
-    (status = 200, body = ModelInfo),
+    (status = 200, body = InfoResponse),
+    (status = 400, description = "Invalid model name", body = crate::error::ErrorBody),
+    (status = 401, description = "Missing or wrong API key", body = crate::error::ErrorBody),
     (status = 404, description = "Not loaded", body = crate::error::ErrorBody),
 ))]
 pub async fn info(
     State(st): State<AppState>,
     Query(q): Query<ModelQuery>,
-) -> Result<Json<ModelInfo>, ApiError> {
+) -> Result<Json<InfoResponse>, ApiError> {
     let name = q
         .model_name
         .unwrap_or_else(|| st.runtime.registry.default_model.clone());
@@ -140,38 +202,43 @@ pub async fn info(
         .registry
         .get(&name)
         .ok_or_else(|| not_loaded(&name))?;
-    Ok(Json(ModelInfo::from(&*m)))
+    Ok(Json(InfoResponse {
+        model: ModelInfo::from(&*m),
+        residency: Residency::of(&st),
+    }))
 }
 
 /// Load a model (from a folder under MODEL_DIRS, the Hugging Face cache, or the Hub).
-#[utoipa::path(post, path = "/model/load", tag = "models", params(ModelQuery), request_body(content = Option<ModelQuery>), responses(
+#[utoipa::path(post, path = "/model/load", tag = "models", params(LoadQuery), request_body(content = Option<LoadQuery>), responses(
     (status = 200, body = LoadResponse),
-    (status = 400, description = "Invalid model name", body = crate::error::ErrorBody),
-    (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
-    (status = 500, description = "The model's files are broken", body = crate::error::ErrorBody),
+    super::errors::NativeErrors,
 ))]
 pub async fn load(
     State(st): State<AppState>,
-    query: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<LoadQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LoadResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
-    let name = model_name(&st, query, body)?;
-    let (m, loaded_now) = st.runtime.registry.get_or_load(&name).await?;
+    let (name, quantize) = parameters(&st, query, body)?;
+    let quantize = quantize
+        .map(|q| Quantize::parse(&q))
+        .transpose()
+        .map_err(|e| ApiError::validation(format!("quantize: {e}")))?;
+    let (m, loaded_now) = st.runtime.registry.get_or_load_as(&name, quantize).await?;
     Ok(Json(LoadResponse {
         status: if loaded_now {
             "loaded"
         } else {
             "already_loaded"
         },
-        model: ModelInfo::from(&*m),
+        model: ModelInfo::from(&**m),
     }))
 }
 
 /// Unload a model and give its memory back.
 #[utoipa::path(post, path = "/model/unload", tag = "models", params(ModelQuery), request_body(content = Option<ModelQuery>), responses(
     (status = 200, body = UnloadResponse),
-    (status = 404, description = "Not loaded", body = crate::error::ErrorBody),
+    super::errors::NativeErrors,
 ))]
 pub async fn unload(
     State(st): State<AppState>,
@@ -179,14 +246,27 @@ pub async fn unload(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UnloadResponse>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
-    let name = model_name(&st, query, body)?;
+    let query = LoadQuery {
+        model_name: query.model_name,
+        quantize: None,
+    };
+    let (name, _) = parameters(&st, query, body)?;
     let removed = st.runtime.registry.unload(&name)?;
     let response = UnloadResponse {
         status: "unloaded",
         model_name: removed.name.clone(),
         memory_freed_bytes: removed.model.info().memory_bytes,
     };
+    // The model's batcher lets go of it as it stops; when no request is using it,
+    // wait for that (briefly) so that the memory is back when the answer says so.
+    let weights = Arc::downgrade(&removed.model);
     drop(removed);
+    for _ in 0..UNLOAD_WAIT_STEPS {
+        if weights.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     release_memory();
     Ok(Json(response))
 }

@@ -30,10 +30,11 @@ pub struct EmbedRequest {
     /// Default: DEFAULT_MODEL.
     pub model: Option<String>,
     /// A string or a list of strings.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::Texts)]
     pub input: Value,
     /// Cut texts longer than the model's limit (default true); false refuses them.
     pub truncate: Option<bool>,
+    #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// Accepted; models stay loaded until unloaded.
     #[schema(value_type = Object)]
@@ -59,7 +60,10 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Embed texts (Ollama-compatible).
-#[utoipa::path(post, path = "/api/embed", tag = "ollama", request_body = EmbedRequest, responses((status = 200, body = EmbedResponse)))]
+#[utoipa::path(post, path = "/api/embed", tag = "ollama", request_body = EmbedRequest, responses(
+    (status = 200, body = EmbedResponse),
+    super::errors::OllamaErrors,
+))]
 pub async fn embed(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -87,6 +91,11 @@ pub async fn embed(
     Ok(reply(&done.model.name, &done.usage, body))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct LegacyResponse {
+    pub embedding: Vec<f32>,
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct LegacyRequest {
     pub model: Option<String>,
@@ -94,7 +103,10 @@ pub struct LegacyRequest {
 }
 
 /// The older single-text endpoint: `{"embedding": [...]}`.
-#[utoipa::path(post, path = "/api/embeddings", tag = "ollama", request_body = LegacyRequest, responses((status = 200, description = "{\"embedding\": [f32]}")))]
+#[utoipa::path(post, path = "/api/embeddings", tag = "ollama", request_body = LegacyRequest, responses(
+    (status = 200, body = LegacyResponse),
+    super::errors::OllamaErrors,
+))]
 pub async fn embeddings(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,

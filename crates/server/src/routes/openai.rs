@@ -34,13 +34,14 @@ type Error = Shaped<Shape>;
 #[derive(Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
     /// A string or a list of strings.
-    #[schema(value_type = Object, example = json!(["The food was delicious"]))]
+    #[schema(value_type = super::Texts, example = json!(["The food was delicious"]))]
     pub input: Value,
     /// The model to use; loaded if needed. Default: DEFAULT_MODEL.
     pub model: Option<String>,
     /// `float` (default) or `base64` (little-endian f32).
     pub encoding_format: Option<String>,
     /// Keep the first N dimensions and re-normalize.
+    #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
     /// Accepted and ignored.
     pub user: Option<String>,
@@ -70,7 +71,7 @@ pub struct EmbeddingsResponse {
 }
 
 /// The texts of `input`; token-id arrays are refused with the fix spelled out.
-fn texts(input: Value) -> Result<Vec<String>, ApiError> {
+pub(crate) fn texts(input: Value) -> Result<Vec<String>, ApiError> {
     let token_ids = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -98,8 +99,7 @@ fn base64_f32(v: &[f32]) -> String {
 /// Create embeddings (OpenAI-compatible).
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest, responses(
     (status = 200, body = EmbeddingsResponse),
-    (status = 400, description = "Token ids, bad dimensions or malformed JSON"),
-    (status = 404, description = "Unknown model"),
+    super::errors::OpenAiErrors,
 ))]
 pub async fn embeddings(
     State(st): State<AppState>,
@@ -161,6 +161,13 @@ pub struct ModelEntry {
     pub owned_by: String,
     /// Whether the model is in memory now (the others load on first use).
     pub loaded: bool,
+    /// A loaded model's precision: what its linear layers compute in, with the
+    /// kernel ("float32", "int8 (vnni)", "bf16 (avx512-bf16)").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
+    /// A loaded model's weights in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -170,7 +177,10 @@ pub struct ModelList {
 }
 
 /// Loaded models, and those that can be loaded without a download.
-#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, body = ModelList)))]
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses(
+    (status = 200, body = ModelList),
+    super::errors::ReadErrors,
+))]
 pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
     let loaded = st.runtime.registry.list();
     let mut data: Vec<ModelEntry> = loaded
@@ -184,6 +194,8 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
                 .map_or(0, |d| d.as_secs()),
             owned_by: owner(&m.name),
             loaded: true,
+            precision: Some(m.model.info().precision.clone()),
+            memory_bytes: Some(m.model.info().memory_bytes),
         })
         .collect();
     let available = tokio::task::spawn_blocking({
@@ -200,6 +212,8 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
                 object: "model",
                 created: 0,
                 loaded: false,
+                precision: None,
+                memory_bytes: None,
             });
         }
     }

@@ -55,7 +55,10 @@ pub struct ServiceInfo {
 }
 
 /// Service information and links to the documentation.
-#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = ServiceInfo)))]
+#[utoipa::path(get, path = "/", tag = "service", responses(
+    (status = 200, body = ServiceInfo),
+    super::errors::ReadErrors,
+))]
 pub async fn root(State(st): State<AppState>) -> Json<ServiceInfo> {
     Json(ServiceInfo {
         name: "embgen",
@@ -99,7 +102,10 @@ pub struct Health {
     (status = 200, description = "Serving", body = Health),
     (status = 503, description = "Not ready", body = Health),
 ))]
-pub async fn health(State(st): State<AppState>) -> Response {
+pub async fn health(
+    State(st): State<AppState>,
+    auth: Option<axum::Extension<crate::auth::Authenticated>>,
+) -> Response {
     let default = &st.runtime.registry.default_model;
     let model_loaded = st.runtime.registry.get(default).is_some();
     let (status, code, message) = match st.preload.get() {
@@ -111,6 +117,11 @@ pub async fn health(State(st): State<AppState>) -> Response {
         }
         _ => ("ok", StatusCode::OK, None),
     };
+    // Without a valid key (when API_KEY is set), only the status: model names and
+    // memory figures are for the operator.
+    if auth.is_some_and(|a| !a.0 .0) {
+        return (code, Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let body = Health {
         status,
         model_loaded,
@@ -139,7 +150,10 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "service", responses(
+    (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    super::errors::ReadErrors,
+))]
 pub async fn metrics() -> Response {
     (
         [(

@@ -37,7 +37,7 @@ type Error = Shaped<Shape>;
 #[derive(Deserialize, ToSchema)]
 pub struct EmbedRequest {
     /// A string or a list of strings.
-    #[schema(value_type = Object, example = json!("What is Deep Learning?"))]
+    #[schema(value_type = super::Texts, example = json!("What is Deep Learning?"))]
     pub inputs: Value,
     /// L2-normalize (default true).
     pub normalize: Option<bool>,
@@ -46,6 +46,7 @@ pub struct EmbedRequest {
     /// `Right` (default: keep the start) or `Left` (keep the end).
     pub truncation_direction: Option<String>,
     pub prompt_name: Option<String>,
+    #[schema(minimum = 1)]
     pub dimensions: Option<usize>,
 }
 
@@ -62,7 +63,7 @@ fn direction(d: Option<&str>) -> Result<Truncation, ApiError> {
 /// Embed texts (TEI-compatible); one vector per input.
 #[utoipa::path(post, path = "/embed", tag = "tei", request_body = EmbedRequest, responses(
     (status = 200, description = "One vector per input", body = Vec<Vec<f32>>),
-    (status = 413, description = "Too long with truncate=false, or too many inputs"),
+    super::errors::TeiErrors,
 ))]
 pub async fn embed(
     State(st): State<AppState>,
@@ -87,12 +88,24 @@ pub async fn embed(
     Ok(reply(&done.model.name, &done.usage, done.output))
 }
 
+/// Embed texts at the root, as huggingface_hub's InferenceClient posts (TEI-compatible).
+#[utoipa::path(post, path = "/", tag = "tei", request_body = EmbedRequest, responses(
+    (status = 200, description = "One vector per input", body = Vec<Vec<f32>>),
+    super::errors::TeiErrors,
+))]
+pub async fn embed_root(
+    st: State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::response::Response, Error> {
+    embed(st, body).await
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct RerankRequest {
-    #[schema(example = "What is Deep Learning?")]
+    #[schema(example = "What is Deep Learning?", min_length = 1, pattern = r"\S")]
     pub query: String,
     /// The documents to rank against the query.
-    #[schema(example = json!(["Deep Learning is not...", "Deep learning is..."]))]
+    #[schema(example = json!(["Deep Learning is not...", "Deep learning is..."]), min_items = 1)]
     pub texts: Vec<String>,
     /// Logits instead of the model's activation (sigmoid for one label).
     pub raw_scores: Option<bool>,
@@ -121,11 +134,7 @@ pub struct Rank {
 /// Rank texts by relevance to a query with a cross-encoder (TEI-compatible); best first.
 #[utoipa::path(post, path = "/rerank", tag = "rerank", request_body = RerankRequest, responses(
     (status = 200, description = "Documents by relevance, best first", body = Vec<Rank>),
-    (status = 400, description = "The model does not rerank, or malformed JSON"),
-    (status = 404, description = "Unknown model"),
-    (status = 413, description = "Too many texts, or too long with truncate=false"),
-    (status = 422, description = "Invalid fields (no texts)"),
-    (status = 429, description = "Overloaded: retry after Retry-After"),
+    super::errors::TeiErrors,
 ))]
 pub async fn rerank(
     State(st): State<AppState>,
@@ -164,8 +173,8 @@ pub async fn rerank(
 
 #[derive(Deserialize, ToSchema)]
 pub struct PredictRequest {
-    /// A text, a pair `[a, b]`, or a list of texts and pairs.
-    #[schema(value_type = Object, example = json!("I like you. I love you"))]
+    /// A text, a pair `[a, b]`, or a list of texts and pairs (`[a]` or `[a, b]`).
+    #[schema(value_type = PredictInputs, example = json!("I like you. I love you"))]
     pub inputs: Value,
     /// Logits instead of probabilities (softmax over labels; sigmoid for one label).
     pub raw_scores: Option<bool>,
@@ -181,8 +190,61 @@ pub struct LabelScore {
     pub score: f32,
 }
 
+/// `/predict`'s inputs: a text, a pair, or a list of texts and pairs. A two-string
+/// list is one pair, so the alternatives overlap: anyOf, not oneOf.
+pub struct PredictInputs;
+
+impl utoipa::PartialSchema for PredictInputs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let text = || ObjectBuilder::new().schema_type(Type::String).build();
+        let pair = || {
+            ArrayBuilder::new()
+                .items(text())
+                .min_items(Some(1))
+                .max_items(Some(2))
+                .build()
+        };
+        let one = || AnyOfBuilder::new().item(text()).item(pair()).build();
+        AnyOfBuilder::new()
+            .item(text())
+            .item(pair())
+            .item(
+                ArrayBuilder::new()
+                    .items(RefOr::T(Schema::AnyOf(one())))
+                    .min_items(Some(1))
+                    .build(),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PredictInputs {}
+
+/// `/predict`'s answer: one input's labels, or one list per input.
+pub struct PredictResponse;
+
+impl utoipa::PartialSchema for PredictResponse {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, Schema};
+        use utoipa::openapi::RefOr;
+        let labels = || ArrayBuilder::new().items(LabelScore::schema()).build();
+        AnyOfBuilder::new()
+            .item(labels())
+            .item(
+                ArrayBuilder::new()
+                    .items(RefOr::T(Schema::Array(labels())))
+                    .build(),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PredictResponse {}
+
 /// One input of `/predict`: a text, or a pair given as a 2-element list.
-fn predict_input(v: Value, field: &str) -> Result<Input, ApiError> {
+pub(crate) fn predict_input(v: Value, field: &str) -> Result<Input, ApiError> {
     match v {
         Value::String(s) => Ok(Input::Text(s)),
         Value::Array(items)
@@ -206,10 +268,8 @@ fn predict_input(v: Value, field: &str) -> Result<Input, ApiError> {
 /// Classify texts or text pairs with a sequence classifier (TEI-compatible): every
 /// label with its score, best first.
 #[utoipa::path(post, path = "/predict", tag = "rerank", request_body = PredictRequest, responses(
-    (status = 200, description = "For one input, its labels; for a list, one list of labels per input", body = Vec<LabelScore>),
-    (status = 400, description = "The model does not classify, or malformed JSON"),
-    (status = 413, description = "Too many inputs, or too long with truncate=false"),
-    (status = 422, description = "Invalid inputs"),
+    (status = 200, description = "For one input (a text or a pair), its labels best first; for a list, one such list per input", body = PredictResponse),
+    super::errors::TeiErrors,
 ))]
 pub async fn predict(
     State(st): State<AppState>,
@@ -278,7 +338,8 @@ pub async fn predict(
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenizeRequest {
-    #[schema(value_type = Object)]
+    /// A string or a list of strings.
+    #[schema(value_type = super::Texts)]
     pub inputs: Value,
     /// Default true.
     pub add_special_tokens: Option<bool>,
@@ -309,9 +370,7 @@ impl From<TokenDetail> for SimpleToken {
 /// Tokenize inputs with the default model's tokenizer (TEI-compatible).
 #[utoipa::path(post, path = "/tokenize", tag = "tei", request_body = TokenizeRequest, responses(
     (status = 200, description = "The tokens of each input", body = Vec<Vec<SimpleToken>>),
-    (status = 413, description = "Too many inputs"),
-    (status = 422, description = "Invalid inputs"),
-    (status = 429, description = "Overloaded: retry after Retry-After"),
+    super::errors::TeiErrors,
 ))]
 pub async fn tokenize(
     State(st): State<AppState>,
@@ -338,13 +397,28 @@ pub async fn tokenize(
 }
 
 /// The default model and the server's limits (TEI-compatible).
-#[utoipa::path(get, path = "/info", tag = "tei", responses((status = 200, description = "TEI's info object")))]
+#[utoipa::path(get, path = "/info", tag = "tei", responses(
+    (status = 200, description = "TEI's info object", content_type = "application/json"),
+    super::errors::ReadErrors,
+))]
 pub async fn info(State(st): State<AppState>) -> Result<Json<Value>, Error> {
-    let (m, _) = st
-        .runtime
-        .registry
-        .get_or_load(&st.runtime.registry.default_model)
-        .await?;
+    // Describes the default model if it is loaded; asking never loads one.
+    let default = &st.runtime.registry.default_model;
+    let Some(m) = st.runtime.registry.get(default) else {
+        return Ok(Json(serde_json::json!({
+            "model_id": default,
+            "model_sha": null,
+            "model_dtype": null,
+            "model_type": null,
+            "max_concurrent_requests": st.config.max_concurrent_requests,
+            "max_input_length": null,
+            "max_batch_tokens": st.config.max_batch_tokens,
+            "max_batch_requests": null,
+            "max_client_batch_size": st.config.max_texts_per_request,
+            "auto_truncate": true,
+            "version": env!("CARGO_PKG_VERSION"),
+        })));
+    };
     let i = m.model.info();
     let labels: serde_json::Map<String, Value> = i
         .labels

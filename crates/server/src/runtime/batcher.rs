@@ -7,10 +7,19 @@
 //! pass and hands each job its own vectors. A job that still has texts goes to the
 //! back of the queue, so a large request shares the engine with small ones instead of
 //! holding it. A job whose client has gone is dropped before its texts are computed.
+//!
+//! The queue is bounded in time, not only in tokens: the worker measures its own rate
+//! (tokens per second, smoothed over recent batches), and a request whose tokens would
+//! wait longer than MAX_QUEUE_WAIT behind those already queued is refused at once with
+//! 429 and a `Retry-After` of the queue's expected drain time, so that accepted
+//! requests never wait tens of seconds. A panic inside the engine fails only the batch
+//! it happened in; the worker goes on serving. Dropping a batcher signals its worker
+//! and returns: the worker finishes the batch in hand and exits on its own, so no
+//! thread (an async one least of all) ever waits for it.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -28,6 +37,8 @@ pub struct Limits {
     pub max_batch_tokens: usize,
     /// Most tokens waiting in the queue before new requests are refused with 429.
     pub max_queued_tokens: usize,
+    /// Longest a new request's tokens may be expected to wait at the measured rate.
+    pub max_queue_wait: Duration,
 }
 
 /// What a request gets back.
@@ -80,11 +91,42 @@ struct Shared {
     wake: Condvar,
     limits: Limits,
     model_name: String,
+    /// Engine throughput, tokens per second, smoothed; 0 until the first batch.
+    rate: Mutex<f64>,
+}
+
+impl Shared {
+    /// Seconds `tokens` take at the measured rate (None before the first batch).
+    fn seconds_for(&self, tokens: usize) -> Option<f64> {
+        let rate = *self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        (rate > 0.0).then(|| tokens as f64 / rate)
+    }
+
+    fn record(&self, tokens: usize, elapsed: Duration) {
+        let measured = tokens as f64 / elapsed.as_secs_f64().max(1e-6);
+        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        // Recent batches dominate: the rate follows the model and the load quickly.
+        *rate = if *rate > 0.0 {
+            0.8 * *rate + 0.2 * measured
+        } else {
+            measured
+        };
+    }
+}
+
+/// A text whose token count equals `EMBGEN_FAULT_PANIC_TOKENS` makes the engine
+/// panic: a fault injected by tests of the panic containment, unset in production.
+fn fault_tokens() -> Option<usize> {
+    static FAULT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *FAULT.get_or_init(|| {
+        std::env::var("EMBGEN_FAULT_PANIC_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
 }
 
 pub struct Batcher {
     shared: Arc<Shared>,
-    worker: Option<JoinHandle<()>>,
 }
 
 impl Batcher {
@@ -94,16 +136,15 @@ impl Batcher {
             wake: Condvar::new(),
             limits,
             model_name,
+            rate: Mutex::new(0.0),
         });
         let worker_shared = shared.clone();
-        let worker = std::thread::Builder::new()
+        // Detached: dropping the batcher signals the worker, which exits by itself.
+        std::thread::Builder::new()
             .name("embgen-batcher".into())
             .spawn(move || run(worker_shared, model))
             .expect("a thread can be started");
-        Batcher {
-            shared,
-            worker: Some(worker),
-        }
+        Batcher { shared }
     }
 
     /// Queues a request's texts; the receiver yields its vectors in order. Refuses at
@@ -126,13 +167,31 @@ impl Batcher {
             return Ok(rx);
         }
         let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        // An empty queue always takes a request, so one larger than the bound still runs.
-        if q.queued_tokens > 0 && q.queued_tokens + tokens > self.shared.limits.max_queued_tokens {
-            metrics::rejected("queue_full");
-            return Err(overloaded(format!(
-                "the queue of {} is full ({} tokens waiting); retry shortly",
-                self.shared.model_name, q.queued_tokens
-            )));
+        // An empty queue always takes a request, so one larger than the bounds still runs.
+        if q.queued_tokens > 0 {
+            let drain = self.shared.seconds_for(q.queued_tokens);
+            let retry = |e: ApiError| match drain {
+                Some(s) => e.retry_after(s.ceil().max(1.0) as u64),
+                None => e,
+            };
+            if q.queued_tokens + tokens > self.shared.limits.max_queued_tokens {
+                metrics::rejected("queue_full");
+                return Err(retry(overloaded(format!(
+                    "the queue of {} is full ({} tokens waiting); retry shortly",
+                    self.shared.model_name, q.queued_tokens
+                ))));
+            }
+            let limit = self.shared.limits.max_queue_wait.as_secs_f64();
+            if let Some(wait) = self.shared.seconds_for(q.queued_tokens + tokens) {
+                if wait > limit {
+                    metrics::rejected("queue_wait");
+                    return Err(retry(overloaded(format!(
+                        "{} would wait about {wait:.0} s behind {} queued tokens, more than \
+                         MAX_QUEUE_WAIT ({limit:.0} s); retry later",
+                        self.shared.model_name, q.queued_tokens
+                    ))));
+                }
+            }
         }
         q.queued_tokens += tokens;
         q.queued_texts += n;
@@ -167,9 +226,6 @@ impl Drop for Batcher {
             .unwrap_or_else(|e| e.into_inner())
             .closed = true;
         self.shared.wake.notify_all();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
     }
 }
 
@@ -283,6 +339,11 @@ fn run(shared: Arc<Shared>, model: Arc<Model>) {
     while let Some(parts) = next_batch(&shared) {
         forward(&shared, &model, &parts);
     }
+    // An unloaded model often ends here, after its unload was answered: give its
+    // weights back to the system now rather than at the next unload.
+    if Arc::into_inner(model).is_some() {
+        crate::runtime::registry::release_memory();
+    }
 }
 
 fn forward(shared: &Shared, model: &Model, parts: &[Part]) {
@@ -304,20 +365,44 @@ fn forward(shared: &Shared, model: &Model, parts: &[Part]) {
         );
     }
     let start = Instant::now();
-    let result = model.forward(&refs);
+    // A panic in the engine must not take the worker (and every later request for the
+    // model) with it: it fails this batch's requests only.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(n) = fault_tokens() {
+            if refs.iter().any(|t| t.ids.len() == n) {
+                panic!("injected fault: a text of {n} tokens");
+            }
+        }
+        model.forward(&refs)
+    }));
     let elapsed = start.elapsed();
     metrics::batch(&shared.model_name, refs.len(), tokens, elapsed);
-    let mut vectors = match result {
-        Ok(v) => v.into_iter(),
-        Err(e) => {
-            tracing::error!(model = %shared.model_name, error = %e, "forward pass failed");
-            for p in parts {
-                if let Some(tx) = p.job.lock().unwrap_or_else(|e| e.into_inner()).reply.take() {
-                    let _ = tx.send(Err(ApiError::internal()));
-                }
+    let failure = match &result {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(format!(
+            "panic: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        )),
+    };
+    if let Some(error) = failure {
+        tracing::error!(model = %shared.model_name, %error, texts = refs.len(), "forward pass failed; its requests get 500");
+        metrics::rejected("engine_failure");
+        for p in parts {
+            if let Some(tx) = p.job.lock().unwrap_or_else(|e| e.into_inner()).reply.take() {
+                let _ = tx.send(Err(ApiError::internal()));
             }
-            return;
         }
+        return;
+    }
+    shared.record(tokens, elapsed);
+    let mut vectors = match result {
+        Ok(Ok(v)) => v.into_iter(),
+        _ => unreachable!("failures returned above"),
     };
     for p in parts {
         let mut j = p.job.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,7 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::metrics;
 use batcher::overloaded;
-use registry::{LoadedModel, Registry};
+use registry::{Lease, LoadedModel, Registry};
 
 /// What a request asks the engine to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,8 @@ pub struct RequestLimits {
     pub max_texts: usize,
     /// Most texts per engine batch; a request's own batch size is capped by it.
     pub max_batch_size: usize,
+    /// Most tokens one request may carry after truncation.
+    pub max_tokens: usize,
 }
 
 pub struct Runtime {
@@ -177,7 +179,7 @@ impl Runtime {
     }
 
     /// The model a request names, or the default; loaded if needed.
-    async fn model(&self, name: Option<&str>) -> Result<(Arc<LoadedModel>, Duration), ApiError> {
+    async fn model(&self, name: Option<&str>) -> Result<(Lease, Duration), ApiError> {
         let name = name.unwrap_or(&self.registry.default_model);
         let (entry, loaded_now) = self.registry.get_or_load(name).await?;
         let load = if loaded_now {
@@ -393,7 +395,7 @@ impl Runtime {
         };
         metrics::processed(&entry.name, Task::Tokenize.name(), usage.texts, tokens);
         Ok(Done {
-            model: entry,
+            model: Arc::clone(&entry),
             output: details,
             usage,
         })
@@ -404,7 +406,7 @@ impl Runtime {
     async fn run(
         &self,
         task: Task,
-        entry: Arc<LoadedModel>,
+        entry: Lease,
         encoded: Vec<Tokenized>,
         truncate: bool,
         batch_size: usize,
@@ -427,6 +429,17 @@ impl Runtime {
         }
         let texts = encoded.len();
         let tokens: usize = encoded.iter().map(|t| t.ids.len()).sum();
+        if tokens > self.limits.max_tokens {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_tokens",
+                format!(
+                    "{tokens} tokens in one request; the limit is {} (MAX_TOKENS_PER_REQUEST): \
+                     split it into smaller requests",
+                    self.limits.max_tokens
+                ),
+            ));
+        }
         // If the caller is dropped (the client went away), the receiver goes with it
         // and the batcher skips the inputs not yet computed.
         let output = entry
@@ -446,7 +459,7 @@ impl Runtime {
             total: start.elapsed(),
         };
         Ok(Done {
-            model: entry,
+            model: Arc::clone(&entry),
             output: output.vectors,
             usage,
         })

@@ -169,6 +169,27 @@ impl Server {
         self.post(path, &body.to_string())
     }
 
+    /// A POST with exactly these headers (no content type unless given).
+    pub fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("POST", path, body, headers)
+    }
+
+    /// Any method, with exactly these headers.
+    pub fn request(&self, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.to_string()).expect("a valid request");
+        Self::reply(self.agent.run(req))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     /// Resident memory of the server process, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
