@@ -8,7 +8,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{cohere, embeddings, models, ollama, openai, service, tei, AppState};
+use super::{cohere, embeddings, errors, models, ollama, openai, service, tei, AppState};
 use crate::error;
 
 #[derive(OpenApi)]
@@ -35,7 +35,18 @@ use crate::error;
         cohere::rerank_v1,
         cohere::rerank_v2,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    // The dialects' error shapes are named by the routes' responses; listed here so
+    // that the document defines what it refers to.
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        errors::OpenAiError,
+        errors::OpenAiErrorDetail,
+        errors::TeiError,
+        errors::OllamaError,
+        errors::CohereError,
+        openai::EmbeddingVector,
+    )),
     tags(
         (name = "embeddings", description = "Texts to vectors"),
         (name = "models", description = "Loading and unloading models"),

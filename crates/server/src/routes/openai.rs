@@ -47,11 +47,21 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
+/// What `embedding` holds: floats, or base64 with `encoding_format: "base64"`.
+/// Describes the schema only (the value is built as JSON).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EmbeddingVector {
+    Floats(Vec<f32>),
+    Base64(String),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EmbeddingData {
     pub object: &'static str,
     /// A list of floats, or a base64 string of little-endian f32.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EmbeddingVector)]
     pub embedding: Value,
     pub index: usize,
 }
