@@ -334,8 +334,11 @@ fn load_and_unload_give_memory_back() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["memory_freed_bytes"].as_u64().unwrap() > 400_000_000);
     let after = s.rss_bytes();
+    // Weights now live on the heap (positioned reads, not a mapping): glibc gives
+    // most of it back at the trim after the unload, not every page (measured: 294 of
+    // the 477 MB the load added).
     assert!(
-        after + 300_000_000 < loaded,
+        after + 250_000_000 < loaded,
         "RSS did not fall: {before} -> {loaded} -> {after}"
     );
     assert_eq!(s.get("/").json()["loaded_models"], json!([MINILM]));
