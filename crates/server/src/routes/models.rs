@@ -68,7 +68,7 @@ pub struct ModelInfo {
     pub weights_dtype: String,
     /// The quantization asked for at load: none, int8 or bf16.
     pub quantize: String,
-    /// What the linear layers compute in, with the kernel: "float32", "int8 (vnni)"…
+    /// What the linear layers compute in, with the kernel: "float32", "int8 avx512-vnni", "bf16 avx512-bf16"…
     pub precision: String,
     /// A cross-encoder's labels.
     #[serde(skip_serializing_if = "Vec::is_empty")]

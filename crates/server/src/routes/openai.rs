@@ -172,7 +172,7 @@ pub struct ModelEntry {
     /// Whether the model is in memory now (the others load on first use).
     pub loaded: bool,
     /// A loaded model's precision: what its linear layers compute in, with the
-    /// kernel ("float32", "int8 (vnni)", "bf16 (avx512-bf16)").
+    /// kernel ("float32", "int8 avx512-vnni", "bf16 avx512-bf16").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
     /// A loaded model's weights in memory.
