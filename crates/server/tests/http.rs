@@ -333,12 +333,16 @@ fn load_and_unload_give_memory_back() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["memory_freed_bytes"].as_u64().unwrap() > 400_000_000);
-    let after = s.rss_bytes();
-    // Weights now live on the heap (positioned reads, not a mapping): glibc gives
-    // most of it back at the trim after the unload, not every page (measured: 294 of
-    // the 477 MB the load added).
+    // The memory goes back when the model's batcher lets go of it: at once on a quiet
+    // machine, later when other tests' servers keep both cores busy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut after = s.rss_bytes();
+    while after + 300_000_000 >= loaded && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = s.rss_bytes();
+    }
     assert!(
-        after + 250_000_000 < loaded,
+        after + 300_000_000 < loaded,
         "RSS did not fall: {before} -> {loaded} -> {after}"
     );
     assert_eq!(s.get("/").json()["loaded_models"], json!([MINILM]));
