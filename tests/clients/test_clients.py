@@ -10,15 +10,13 @@ Hugging Face cache (scripts/fetch-test-models.sh), and MAX_BATCH_SIZE=8 so that 
 
 import json
 import os
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from embgen_server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -47,36 +45,7 @@ def assert_matches_reference(vectors, rows=REF):
 
 @pytest.fixture(scope="session")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HF_HOME": os.environ.get("EMBGEN_HF_HOME", str(ROOT / ".cache" / "hf")),
-        "HF_HUB_OFFLINE": "1",
-        "API_KEY": f"other-key,{KEY}",
-        "MAX_BATCH_SIZE": "8",
-        "LOG_LEVEL": "warn",
-    }
-    binary = os.environ.get("EMBGEN_BIN", str(ROOT / "target" / "release" / "embgen"))
-    proc = subprocess.Popen([binary, "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        assert proc.poll() is None, "embgen exited"
-        assert time.time() < deadline, "embgen never became healthy"
-        time.sleep(0.1)
-    yield base
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
+    yield from serve({"API_KEY": f"other-key,{KEY}", "MAX_BATCH_SIZE": "8"})
 
 
 def raw(base, method, path, body=None, key=KEY):

@@ -8,15 +8,12 @@ every score is checked against sentence-transformers' CrossEncoder.predict on it
 """
 
 import json
-import os
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from embgen_server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "engine" / "tests" / "fixtures"
@@ -41,37 +38,11 @@ SCORES = {d: s for d, s in PAIRS}
 
 @pytest.fixture(scope="module")
 def base():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "HF_HOME": os.environ.get("EMBGEN_HF_HOME", str(ROOT / ".cache" / "hf")),
-        "HF_HUB_OFFLINE": "1",
+    yield from serve({
         "API_KEY": KEY,
         "MODEL_DIRS": str((FIXTURES / "models").resolve()),
         "DEFAULT_MODEL": MODEL,
-        "LOG_LEVEL": "warn",
-    }
-    binary = os.environ.get("EMBGEN_BIN", str(ROOT / "target" / "release" / "embgen"))
-    proc = subprocess.Popen([binary, "serve"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        assert proc.poll() is None, "embgen exited"
-        assert time.time() < deadline, "embgen never became healthy"
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    assert proc.wait(timeout=10) == 0
+    })
 
 
 def post(url, path, body, key=KEY):
