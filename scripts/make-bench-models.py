@@ -719,26 +719,8 @@ NOMIC_PROMPTS = {
     "classification": "classification: ",
     "clustering": "clustering: ",
 }
-QWEN3_PROMPTS = {
-    "query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
-    "document": "",
-}
-GEMMA_PROMPTS = {
-    "query": "task: search result | query: ",
-    "document": "title: none | text: ",
-    "BitextMining": "task: search result | query: ",
-    "Clustering": "task: clustering | query: ",
-    "Classification": "task: classification | query: ",
-    "InstructionRetrieval": "task: code retrieval | query: ",
-    "MultilabelClassification": "task: classification | query: ",
-    "PairClassification": "task: sentence similarity | query: ",
-    "Reranking": "task: search result | query: ",
-    "Retrieval": "task: search result | query: ",
-    "Retrieval-query": "task: search result | query: ",
-    "Retrieval-document": "title: none | text: ",
-    "STS": "task: sentence similarity | query: ",
-    "Summarization": "task: summarization | query: ",
-}
+QWEN3_PROMPTS = common.QWEN3_PROMPTS
+GEMMA_PROMPTS = common.GEMMA_PROMPTS
 
 
 def _configs() -> dict[str, Callable[[], Any]]:
