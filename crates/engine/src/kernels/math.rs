@@ -12,8 +12,14 @@ pub fn exp(x: f32) -> f32 {
     // ln 2 split in two so that x - n ln2 stays exact (Cody-Waite).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding it rounds to an integer (to nearest even) that then sits in
+    // the low mantissa bits, so n needs no float-to-int conversion. Rust's `as i32`
+    // saturates, which LLVM cannot vectorize: it became a scalar convert and two
+    // cmovs per lane, and softmax cost 7% of a MiniLM batch instead of under 1%.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_54, 88.0);
-    let n = (x * LOG2E + 0.5).floor();
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial on [-ln2/2, ln2/2].
     let mut p = 1.987_569_1e-4_f32;
@@ -23,7 +29,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // |n| <= 127, so n + 127 is the biased exponent of 2ⁿ (1..=254 after the clamp).
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     y * scale
 }
 
@@ -216,6 +224,13 @@ mod tests {
             x += 0.0137;
         }
         assert!(worst < 4e-7, "max relative error {worst}");
+        // The ends of the clamp: finite and normal, never 0, inf or NaN.
+        for x in [f32::MIN, -1e4, -87.4, -87.336_54, 88.0, 1e4, f32::MAX] {
+            let y = exp(x);
+            assert!(y.is_normal() && y > 0.0, "exp({x}) = {y}");
+        }
+        assert!((exp(88.0) as f64 / 88f64.exp() - 1.0).abs() < 4e-7);
+        assert!(exp(f32::NAN).is_nan());
     }
 
     #[test]
