@@ -33,12 +33,17 @@ simd_fn! {
                 acc[i] += c[i];
             }
         }
-        let mut total: f32 = acc.iter().sum();
-        for v in chunks.into_remainder() {
+        // The last partial chunk as one more full-width pass over a padded copy:
+        // texts are rarely a multiple of 16 tokens long, and a scalar exp per
+        // leftover key cost more than the vector loop over the rest of the row.
+        let rest = chunks.into_remainder();
+        let mut pad = [max; 16];
+        pad[..rest.len()].copy_from_slice(rest);
+        for v in &mut pad {
             *v = exp(*v * scale - offset);
-            total += *v;
         }
-        total
+        rest.copy_from_slice(&pad[..rest.len()]);
+        acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
     }
 }
 
