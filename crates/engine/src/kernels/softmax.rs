@@ -43,7 +43,7 @@ simd_fn! {
             *v = exp(*v * scale - offset);
         }
         rest.copy_from_slice(&pad[..rest.len()]);
-        acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+        rest.iter().fold(acc.iter().sum::<f32>(), |t, v| t + v)
     }
 }
 
