@@ -84,6 +84,12 @@ pub unsafe fn gemm(
         for p in panels.clone() {
             let width = nr.min(b.n - p * nr);
             let at = (p * b.k + k0) * nr;
+            // The kernel prefetches ahead inside this panel; start the next one's
+            // stream now, since it lies a whole panel further on.
+            let next = at + b.k * nr;
+            for line in (0..micro::PREFETCH_BYTES).step_by(128) {
+                micro::prefetch(b.data.byte_ptr(next).wrapping_add(line));
+            }
             // SAFETY: the panel's depth rows k0..k0+kc lie inside `b.data` (checked
             // above); `a` and `c` are the caller's promise, offset inside their bounds;
             // each arm runs the kernel of the isa the caller vouched for.

@@ -76,6 +76,15 @@ impl ElementsRef<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The address of element `i`, for prefetching: computed without bounds (it may
+    /// lie past the end) and never read through.
+    pub fn byte_ptr(&self, i: usize) -> *const u8 {
+        match self {
+            ElementsRef::F32(v) => v.as_ptr().wrapping_add(i) as *const u8,
+            ElementsRef::Bf16(v) | ElementsRef::F16(v) => v.as_ptr().wrapping_add(i) as *const u8,
+        }
+    }
 }
 
 /// A PyTorch `nn.Linear` weight `[n, k]` as the checkpoint stores it.

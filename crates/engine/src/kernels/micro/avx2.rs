@@ -93,6 +93,10 @@ macro_rules! kernel {
                     // SAFETY: depth step kk of the panel is 16 elements inside `b`;
                     // element (r, kk) lies inside `a`.
                     unsafe {
+                        super::super::prefetch(
+                            (b.add(kk * NR) as *const u8)
+                                .wrapping_add(super::super::PREFETCH_BYTES),
+                        );
                         let b0 = $load(b.add(kk * NR));
                         let b1 = $load(b.add(kk * NR + 8));
                         for r in 0..R {

@@ -16,6 +16,33 @@ pub mod avx512;
 pub mod neon;
 pub mod portable;
 
+/// How far ahead of the panel row in use the kernels ask for weights. A short
+/// batch (a 16-token query) reads each weight from memory once and uses it for
+/// few rows, and a panel crosses a 4 KiB page every 32 (AVX-512) or 64 (AVX2)
+/// depth steps, where the hardware prefetchers stop: measured on Zen 4 with one
+/// thread, 384 × 1,536 layers streamed from memory ran at 75 GFLOP/s for 16 rows
+/// against 113 with the same weights in cache. 2 KiB is ~16 steps of the widest
+/// block, about one memory latency.
+pub const PREFETCH_BYTES: usize = 2048;
+
+/// Asks for the cache line holding `p` and the next one. Only a hint: it never
+/// faults, so `p` may point anywhere (past a panel's end, at the next one).
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = p as *const i8;
+        // SAFETY: prefetch reads nothing the program can observe and cannot fault.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Generates `rows` for a kernel `tile::<R>`: full `MR` blocks, then the remainder.
 macro_rules! rows_fn {
     ($(#[$meta:meta])* $mr:literal, [$($r:literal),*], $elem:ty) => {

@@ -1,0 +1,47 @@
+//! One linear layer's speed for few rows, with its weights in cache ("hot") and
+//! streamed from memory ("cold": 24 different MiniLM-sized layers in turn, 57 MB,
+//! more than the L3). A short query is the cold case: each weight is read from
+//! memory once and used for only a few rows. One thread, every kernel this CPU has.
+//!
+//! `cargo run --release -p embgen-engine --example gemm_stream`
+
+use std::time::Instant;
+
+use embgen_engine::kernels::{gemm::Linear, Isa};
+
+fn main() {
+    let (k, n) = (384usize, 1536usize);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("thread pool");
+    for isa in Isa::available() {
+        let layers: Vec<Linear> = (0..24)
+            .map(|l| {
+                let w: Vec<f32> = (0..n * k).map(|i| ((i + l) % 7) as f32 * 0.01).collect();
+                Linear::new(&w, None, n, k, isa)
+            })
+            .collect();
+        for m in [4usize, 8, 16, 32, 96] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 * 0.01).collect();
+            let mut out = vec![0f32; m * n];
+            let mut row = format!("{isa:?} m={m:3}:");
+            for (label, count) in [("hot", 1usize), ("cold", layers.len())] {
+                let reps = 240;
+                let best = pool.install(|| {
+                    (0..5)
+                        .map(|_| {
+                            let start = Instant::now();
+                            for r in 0..reps {
+                                layers[r % count].forward(&x, m, &mut out, false, &|_, _| {});
+                            }
+                            (2 * m * k * n * reps) as f64 / start.elapsed().as_secs_f64() / 1e9
+                        })
+                        .fold(0.0, f64::max)
+                });
+                row += &format!(" {label} {best:6.1} GFLOP/s");
+            }
+            println!("{row}");
+        }
+    }
+}
