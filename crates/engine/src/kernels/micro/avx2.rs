@@ -151,15 +151,16 @@ kernel!(half, u16, load_f16, "avx2,fma,f16c");
 /// `vpmaddwd` per cycle but dispatches six instructions, and each product needs a
 /// broadcast, a multiply and an add. So the activations come interleaved by tile
 /// (`Quantized::at`: a row's pair, then the next row's, for the tile's rows): one
-/// pointer walks them all, with no per-row address arithmetic, and the loop does two
-/// depth pairs per turn. A 6 × 8 block: 6 i32 accumulators for the depth block, 6
-/// f32 for the sum of blocks, two widened panel rows, one broadcast.
+/// pointer walks them all with immediate offsets, and each broadcast feeds two
+/// multiplies. A 6 × 16 block: 12 i32 accumulators for the depth block, two widened
+/// panel rows and one broadcast fill the 16 registers, so the f32 sum of blocks is
+/// kept in memory and touched once per block.
 pub mod int8 {
     use super::*;
     use crate::kernels::micro::{Dequant, INT8_BLOCK};
 
     pub const MR: usize = 6;
-    pub const NR: usize = 8;
+    pub const NR: usize = 16;
     /// Values of depth per lane.
     pub const GROUP: usize = 2;
 
@@ -171,57 +172,60 @@ pub mod int8 {
     #[allow(clippy::needless_range_loop)] // rows index registers and pointers alike
     unsafe fn tile<const R: usize>(groups: usize, a: *const i16, b: *const i8, out: Dequant) {
         let per_block = INT8_BLOCK / GROUP;
-        let mut f = [_mm256_setzero_ps(); R];
+        // The sum of blocks: 2R more registers than the 16 there are, so it lives in
+        // memory and is touched once per block.
+        let mut f = [[_mm256_setzero_ps(); 2]; R];
         // SAFETY: every pointer stays inside what `rows` promises (see avx512::int8):
         // `groups` groups of R interleaved rows in `a`, of the panel in `b`.
         unsafe {
             let (mut ap, mut bp) = (a, b);
             for blk in 0..groups / per_block {
-                let mut acc = [_mm256_setzero_si256(); R];
-                for _ in 0..per_block / 2 {
+                let mut lo = [_mm256_setzero_si256(); R];
+                let mut hi = [_mm256_setzero_si256(); R];
+                for _ in 0..per_block {
                     let w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp as *const __m128i));
                     let w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bp.add(16) as *const __m128i));
                     for r in 0..R {
                         let pair = std::ptr::read_unaligned(ap.add(r * GROUP) as *const i32);
-                        acc[r] = _mm256_add_epi32(
-                            acc[r],
-                            _mm256_madd_epi16(_mm256_set1_epi32(pair), w0),
-                        );
+                        let av = _mm256_set1_epi32(pair);
+                        lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(av, w0));
+                        hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(av, w1));
                     }
-                    for r in 0..R {
-                        let pair = std::ptr::read_unaligned(ap.add((R + r) * GROUP) as *const i32);
-                        acc[r] = _mm256_add_epi32(
-                            acc[r],
-                            _mm256_madd_epi16(_mm256_set1_epi32(pair), w1),
-                        );
-                    }
-                    ap = ap.add(2 * R * GROUP);
-                    bp = bp.add(2 * GROUP * NR);
+                    ap = ap.add(R * GROUP);
+                    bp = bp.add(GROUP * NR);
                 }
-                let sums = _mm256_loadu_ps(out.col_sum.add(blk * NR));
-                let scale = _mm256_loadu_ps(out.col_scale.add(blk * NR));
+                let c0 = _mm256_loadu_ps(out.col_sum.add(blk * NR));
+                let c1 = _mm256_loadu_ps(out.col_sum.add(blk * NR + 8));
+                let w0 = _mm256_loadu_ps(out.col_scale.add(blk * NR));
+                let w1 = _mm256_loadu_ps(out.col_scale.add(blk * NR + 8));
                 for r in 0..R {
                     let s = _mm256_set1_ps(*out.row_scale.add(r * out.blocks + blk));
                     let m = _mm256_set1_ps(*out.row_shift.add(r * out.blocks + blk));
-                    let d = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), scale);
-                    f[r] = _mm256_fnmadd_ps(m, sums, _mm256_fmadd_ps(s, d, f[r]));
+                    let d0 = _mm256_mul_ps(_mm256_cvtepi32_ps(lo[r]), w0);
+                    let d1 = _mm256_mul_ps(_mm256_cvtepi32_ps(hi[r]), w1);
+                    f[r][0] = _mm256_fnmadd_ps(m, c0, _mm256_fmadd_ps(s, d0, f[r][0]));
+                    f[r][1] = _mm256_fnmadd_ps(m, c1, _mm256_fmadd_ps(s, d1, f[r][1]));
                 }
             }
-            let (mask, _) = masks(out.width);
+            let (m0, m1) = masks(out.width);
             let full = out.width == NR;
             for r in 0..R {
                 let p = out.c.add(r * out.ldc);
-                let mut v = f[r];
+                let [mut v0, mut v1] = f[r];
                 if full {
                     if out.accumulate {
-                        v = _mm256_add_ps(v, _mm256_loadu_ps(p));
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(p));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(p.add(8)));
                     }
-                    _mm256_storeu_ps(p, v);
+                    _mm256_storeu_ps(p, v0);
+                    _mm256_storeu_ps(p.add(8), v1);
                 } else {
                     if out.accumulate {
-                        v = _mm256_add_ps(v, _mm256_maskload_ps(p, mask));
+                        v0 = _mm256_add_ps(v0, _mm256_maskload_ps(p, m0));
+                        v1 = _mm256_add_ps(v1, _mm256_maskload_ps(p.add(8), m1));
                     }
-                    _mm256_maskstore_ps(p, mask, v);
+                    _mm256_maskstore_ps(p, m0, v0);
+                    _mm256_maskstore_ps(p.add(8), m1, v1);
                 }
             }
         }
