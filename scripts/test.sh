@@ -3,7 +3,7 @@
 # reference embeddings (and the int8/bf16 quality gate), the HTTP tests against the
 # real binary, the OpenAPI conformance run (schemathesis), the OpenAI, TEI, Ollama
 # and Cohere dialects driven by those ecosystems' real Python clients, the Python
-# package (wheel, API, LangChain, LlamaIndex, Ray), and the NEON kernels under
+# package (wheel, API, LangChain, LlamaIndex, Ray, Spark), and the NEON kernels under
 # qemu-user when the cross tools are installed (.ci/run installs them).
 #
 # The tests use the real models, laid out as a Hugging Face cache by

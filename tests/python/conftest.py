@@ -8,6 +8,7 @@ committed fixtures; the reference vectors are sentence-transformers' own.
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,16 @@ def minilm():
     import embgen
 
     return embgen.Model(MINILM, threads=2)
+
+
+@pytest.fixture(scope="session")
+def workload(tmp_path_factory):
+    """The standard workload's texts and `embgen embed`'s vectors of them (the native command)."""
+    texts = [json.loads(line)["text"] for line in shared("bench", "workload.jsonl").open()]
+    folder = tmp_path_factory.mktemp("workload")
+    source = folder / "texts.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = folder / "embgen.jsonl"
+    subprocess.run(["embgen", "embed", "--model", MINILM, "--input", str(source), "--output", str(out)], check=True)
+    expected = np.array([json.loads(line)["embedding"] for line in out.open()], dtype=np.float32)
+    return texts, expected

@@ -3,27 +3,12 @@
 Every vector is checked against `embgen embed` (the native command) on the same texts.
 """
 
-import json
-import subprocess
-
 import numpy as np
 import pytest
 
-from conftest import MINILM, shared
+from conftest import MINILM
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    texts = [json.loads(line)["text"] for line in shared("bench", "workload.jsonl").open()]
-    folder = tmp_path_factory.mktemp("workload")
-    source = folder / "texts.jsonl"
-    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    out = folder / "embgen.jsonl"
-    subprocess.run(["embgen", "embed", "--model", MINILM, "--input", str(source), "--output", str(out)], check=True)
-    expected = np.array([json.loads(line)["embedding"] for line in out.open()], dtype=np.float32)
-    return texts, expected
 
 
 def test_map_batches_on_a_local_cluster_matches_embgen(workload):
