@@ -319,7 +319,7 @@ impl LowPacked {
             // Unsigned codes, as vpdpbusd and (widened) vpmaddwd take them.
             LowKernel::Vnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_u8)),
             LowKernel::Avx2 => LowRows::I16(
-                quantize_rows(x, m, k, stride, quantize_i16).interleaved(micro::avx2::int8::MR),
+                quantize_rows(x, m, k, stride, quantize_i16).interleaved(self.kernel.mr()),
             ),
             // sdot is signed: codes − 128, and the shift counts the 128.
             LowKernel::NeonDot | LowKernel::Portable => {
