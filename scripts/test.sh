@@ -39,7 +39,7 @@ if [ ! -x "$pyvenv/bin/pytest" ] || ! cmp -s tests/python/requirements.txt "$pyv
   cp tests/python/requirements.txt "$pyvenv/requirements.txt"
 fi
 "$pyvenv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
-(cd tests/python && "$pyvenv/bin/python" -m pytest -q -p no:cacheprovider .)
+(cd tests/python && "$pyvenv/bin/python" -m pytest -q -rs -p no:cacheprovider .)
 
 # NEON: cross-compiled, run under qemu-user (the script installs the cross tools
 # when it can: as root with apt-get).

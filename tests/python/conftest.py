@@ -44,6 +44,18 @@ def cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def assert_rows_match_workload(rows, workload):
+    """Rows back from a distributed run (`id`, `text`, `embedding`, in any order) are
+    the workload's texts, each with `embgen embed`'s vector (cosine >= 0.999999)."""
+    texts, expected = workload
+    rows = sorted(rows, key=lambda r: r["id"])
+    assert [r["text"] for r in rows] == texts
+    got = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    assert got.shape == expected.shape
+    cos = np.sum(got * expected, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cos.min() >= 0.999999, cos.min()
+
+
 def worst_cosine(vectors, expected):
     assert len(vectors) == len(expected)
     return min(cosine(v, e) for v, e in zip(vectors, expected))
