@@ -23,17 +23,21 @@ pub fn exp(x: f32) -> f32 {
     // cmovs per lane, and softmax cost 7% of a MiniLM batch instead of under 1%.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_54, 88.0);
-    let shifted = x * LOG2E + ROUND;
+    let shifted = x.mul_add(LOG2E, ROUND);
     let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes expf polynomial on [-ln2/2, ln2/2].
-    let mut p = 1.987_569_1e-4_f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 0.5);
-    let y = (p * r).mul_add(r, r) + 1.0;
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    // Cephes expf polynomial on [-ln2/2, ln2/2], in Estrin's order: three short
+    // chains joined by r² and r⁴ rather than Horner's six multiply-adds in a row.
+    // A softmax row's exps are independent but each is one long chain, and on Zen 3
+    // the chains, not the multiply units, were the limit (examples/attention_speed).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let lo = r.mul_add(1.666_666_5e-1, 0.5);
+    let mid = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
+    let hi = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
+    let p = hi.mul_add(r4, mid.mul_add(r2, lo));
+    let y = p.mul_add(r2, r) + 1.0;
     // |n| <= 127, so n + 127 is the biased exponent of 2ⁿ (1..=254 after the clamp).
     let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let scale = f32::from_bits(((n_int + 127) as u32) << 23);
