@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use super::gemm::gemm;
-use super::pack::{pack_plain, pack_transposed, packed_len, ElementsRef, PackedRef};
+use super::pack::{pack_plain, pack_transposed_f32, packed_len, ElementsRef, PackedRef};
 use super::softmax::exp_span;
 use super::{scratch, Isa};
 
@@ -111,7 +111,7 @@ pub unsafe fn attend(
     let vp = scratch(&mut s.v, packed_len(len, d, nr));
     // SAFETY: k and v hold len rows of d floats at stride ld (caller's promise).
     unsafe {
-        pack_transposed(head.k, ld, len, d, nr, kp);
+        pack_transposed_f32(isa, head.k, ld, len, d, nr, kp);
         pack_plain(head.v, ld, len, d, nr, vp);
     }
     let keys = PackedRef {

@@ -174,6 +174,116 @@ pub unsafe fn pack_transposed<T: Copy + Default>(
     }
 }
 
+/// [`pack_transposed`] for f32 on the instruction set `isa`: attention packs every
+/// head's keys this way, per text and layer, so the x86 kernels move them as 8 × 8
+/// blocks in registers instead of one float at a time. Measured on Zen 3
+/// (examples/attention_speed, 75 keys of 32): the scalar loop was ~15% of
+/// attention's time.
+///
+/// # Safety
+/// `src` must be valid for `n` rows of `k` floats at stride `ld`; `isa` must be
+/// supported by the CPU.
+pub unsafe fn pack_transposed_f32(
+    isa: Isa,
+    src: *const f32,
+    ld: usize,
+    n: usize,
+    k: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) && nr.is_multiple_of(8) {
+        // SAFETY: forwarded from the caller; both instruction sets include AVX.
+        return unsafe { transposed_avx(src, ld, n, k, nr, out) };
+    }
+    let _ = isa;
+    // SAFETY: forwarded from the caller.
+    unsafe { pack_transposed(src, ld, n, k, nr, out) }
+}
+
+/// # Safety
+/// As [`pack_transposed_f32`], and the CPU must have AVX; `nr` a multiple of 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transposed_avx(
+    src: *const f32,
+    ld: usize,
+    n: usize,
+    k: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let panels = n.div_ceil(nr);
+    assert!(out.len() >= panels * k * nr);
+    let whole_k = k / 8 * 8;
+    // Rows in whole groups of 8; the rest (and any depth past a multiple of 8) go
+    // one float at a time below.
+    let whole_n = n / 8 * 8;
+    let dst = out.as_mut_ptr();
+    for j0 in (0..whole_n).step_by(8) {
+        let (p, j) = (j0 / nr, j0 % nr);
+        for kk in (0..whole_k).step_by(8) {
+            // SAFETY: rows j0..j0+8 < n and columns kk..kk+8 <= k lie inside `src`
+            // (caller's promise); the 8 panel rows kk..kk+8 at columns j..j+8 of panel
+            // p lie inside `out` (asserted above).
+            unsafe {
+                let row = |r: usize| _mm256_loadu_ps(src.add((j0 + r) * ld + kk));
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+                // Pairs of rows interleaved, then quads, then the 128-bit halves
+                // swapped: column c of the block ends up in register c.
+                let t0 = _mm256_unpacklo_ps(r0, r1);
+                let t1 = _mm256_unpackhi_ps(r0, r1);
+                let t2 = _mm256_unpacklo_ps(r2, r3);
+                let t3 = _mm256_unpackhi_ps(r2, r3);
+                let t4 = _mm256_unpacklo_ps(r4, r5);
+                let t5 = _mm256_unpackhi_ps(r4, r5);
+                let t6 = _mm256_unpacklo_ps(r6, r7);
+                let t7 = _mm256_unpackhi_ps(r6, r7);
+                let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let cols = [
+                    _mm256_permute2f128_ps::<0x20>(q0, q4),
+                    _mm256_permute2f128_ps::<0x20>(q1, q5),
+                    _mm256_permute2f128_ps::<0x20>(q2, q6),
+                    _mm256_permute2f128_ps::<0x20>(q3, q7),
+                    _mm256_permute2f128_ps::<0x31>(q0, q4),
+                    _mm256_permute2f128_ps::<0x31>(q1, q5),
+                    _mm256_permute2f128_ps::<0x31>(q2, q6),
+                    _mm256_permute2f128_ps::<0x31>(q3, q7),
+                ];
+                for (c, v) in cols.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((p * k + kk + c) * nr + j), v);
+                }
+            }
+        }
+        for kk in whole_k..k {
+            for r in 0..8 {
+                // SAFETY: as above, one float.
+                unsafe { *dst.add((p * k + kk) * nr + j + r) = *src.add((j0 + r) * ld + kk) };
+            }
+        }
+    }
+    // The last rows, and the last panel's padding.
+    for jj in whole_n..panels * nr {
+        let (p, j) = (jj / nr, jj % nr);
+        for kk in 0..k {
+            // SAFETY: row jj < n lies inside `src`; the element lies inside `out`.
+            unsafe {
+                *dst.add((p * k + kk) * nr + j) = if jj < n { *src.add(jj * ld + kk) } else { 0.0 };
+            }
+        }
+    }
+}
+
 /// Packs a `[k, n]` row-major f32 matrix at row stride `ld` (used as it is) into
 /// `out`, which must hold [`packed_len`]`(k, n, nr)` floats.
 ///
@@ -204,6 +314,31 @@ pub unsafe fn pack_plain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposed_f32_packs_as_the_generic_loop_on_every_isa() {
+        // Rows and depths on and off multiples of 8, a last panel partly full.
+        for n in [1, 7, 8, 16, 17, 75] {
+            for k in [3, 8, 32, 35] {
+                let ld = k + 5;
+                let src: Vec<f32> = (0..n * ld).map(|i| i as f32 * 0.5 - 3.0).collect();
+                for isa in Isa::available() {
+                    let nr = isa.nr();
+                    let mut want = vec![f32::NAN; packed_len(k, n, nr)];
+                    let mut got = vec![f32::NAN; packed_len(k, n, nr)];
+                    unsafe {
+                        pack_transposed(src.as_ptr(), ld, n, k, nr, &mut want);
+                        pack_transposed_f32(isa, src.as_ptr(), ld, n, k, nr, &mut got);
+                    }
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{isa:?} n={n} k={k}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn both_packings_agree_on_the_same_matrix() {
