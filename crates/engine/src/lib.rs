@@ -27,6 +27,7 @@ pub use error::{Error, Result};
 pub use head::{Finish, Task};
 pub use kernels::Isa;
 pub use model::{
-    thread_pool, Embedding, EncodeOptions, LoadOptions, Model, ModelInfo, Prompt, Quantize,
+    thread_pool, BatchOrder, Embedding, EncodeOptions, LoadOptions, Model, ModelInfo, Prompt,
+    Quantize,
 };
 pub use tokenizer::{TokenDetail, Tokenized, Truncation};

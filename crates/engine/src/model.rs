@@ -142,6 +142,21 @@ pub struct EncodeOptions {
     pub batch_size: usize,
     /// Keep only the first N dimensions (Matryoshka), then normalize if asked.
     pub dimensions: Option<usize>,
+    /// How [`Model::embed`] groups texts into forward passes.
+    pub order: BatchOrder,
+}
+
+/// How [`Model::embed`] groups texts into batches. Results come back in the input's
+/// order either way, and a text's vector does not depend on its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchOrder {
+    /// Longest texts first, as `SentenceTransformer.encode` batches: a batch's texts
+    /// are of similar length, so the threads' shares of attention are even. Measured
+    /// on Zen 3 (MiniLM, the workload, batch 32): 3-4% faster than file order.
+    #[default]
+    LongestFirst,
+    /// As given (what `embgen bench` measures as "file order").
+    AsGiven,
 }
 
 impl EncodeOptions {
@@ -163,6 +178,7 @@ impl Default for EncodeOptions {
             max_tokens: None,
             truncation: Truncation::Right,
             batch_size: 32,
+            order: BatchOrder::default(),
         }
     }
 }
@@ -533,19 +549,27 @@ impl Model {
         let finish = opts.finish();
         self.check_finish(&finish)?;
         let tokens = self.tokenize(texts, opts)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in tokens.chunks(opts.batch_size) {
-            let refs: Vec<&Tokenized> = chunk.iter().collect();
-            let vectors = self.forward(&refs)?;
-            out.extend(chunk.iter().zip(vectors).map(|(t, mut vector)| {
-                self.finish(&mut vector, &finish);
-                Embedding {
-                    vector,
-                    tokens: t.ids.len(),
-                    truncated: t.truncated,
-                }
-            }));
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        if opts.order == BatchOrder::LongestFirst {
+            // Stable, so equal lengths keep their order.
+            order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].ids.len()));
         }
-        Ok(out)
+        let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
+        for chunk in order.chunks(opts.batch_size) {
+            let refs: Vec<&Tokenized> = chunk.iter().map(|&i| &tokens[i]).collect();
+            let vectors = self.forward(&refs)?;
+            for (&i, mut vector) in chunk.iter().zip(vectors) {
+                self.finish(&mut vector, &finish);
+                out[i] = Some(Embedding {
+                    vector,
+                    tokens: tokens[i].ids.len(),
+                    truncated: tokens[i].truncated,
+                });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|e| e.expect("every text is in one batch"))
+            .collect())
     }
 }

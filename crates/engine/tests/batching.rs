@@ -4,7 +4,7 @@
 mod common;
 
 use common::{cosine, model, reference, MINILM, MPNET};
-use embgen_engine::{EncodeOptions, Tokenized};
+use embgen_engine::{BatchOrder, EncodeOptions, Tokenized};
 
 fn independent_of_batch(id: &str, file: &str) {
     let m = model(id);
@@ -42,6 +42,31 @@ fn minilm_vectors_do_not_depend_on_the_batch() {
 #[test]
 fn mpnet_vectors_do_not_depend_on_the_batch() {
     independent_of_batch(MPNET, "all-mpnet-base-v2.jsonl");
+}
+
+#[test]
+fn longest_first_batching_returns_the_input_order() {
+    let m = model(MINILM);
+    let refs = reference("all-MiniLM-L6-v2.jsonl");
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    let embed = |order| {
+        let opts = EncodeOptions {
+            batch_size: 3,
+            order,
+            ..Default::default()
+        };
+        m.embed(&texts, &opts).unwrap()
+    };
+    let (sorted, given) = (embed(BatchOrder::LongestFirst), embed(BatchOrder::AsGiven));
+    assert_eq!(sorted.len(), texts.len());
+    let lengths = m.tokenize(&texts, &EncodeOptions::default()).unwrap();
+    for (i, (s, g)) in sorted.iter().zip(&given).enumerate() {
+        assert_eq!(s.tokens, lengths[i].ids.len(), "text {i}: its own token count");
+        let c = cosine(&s.vector, &g.vector);
+        assert!(c >= 0.999999, "text {i}: cosine {c} between the two orders");
+    }
+    // The texts differ in length, so the sorted batches really were different ones.
+    assert!(lengths.windows(2).any(|w| w[0].ids.len() < w[1].ids.len()));
 }
 
 #[test]

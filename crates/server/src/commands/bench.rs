@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use embgen_engine::kernels::probe;
-use embgen_engine::{EncodeOptions, Model};
+use embgen_engine::{BatchOrder, EncodeOptions, Model};
 
 use super::EngineArgs;
 
@@ -73,6 +73,8 @@ struct Row {
 fn run_once(model: &Model, texts: &[&str], batch: usize) -> anyhow::Result<Row> {
     let opts = EncodeOptions {
         batch_size: batch,
+        // The rows name their order ("file", "sorted"): the engine must not re-sort.
+        order: BatchOrder::AsGiven,
         ..Default::default()
     };
     let start = Instant::now();
