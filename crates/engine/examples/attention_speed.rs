@@ -1,7 +1,8 @@
 //! Attention's speed alone (scores, softmax, context) for one head of one text, at
 //! the lengths a workload has, on every kernel this CPU has: the part of a small
 //! model's time that is not its linear layers. One thread; the share of the FMA
-//! peak is per core.
+//! peak is per core. The products run each listed instruction set; the softmax
+//! always runs the process's own (`EMBGEN_ISA=avx2` in the environment lowers both).
 //!
 //! `cargo run --release -p embgen-engine --example attention_speed [HEAD-DIM] [ISA-FILTER]`
 

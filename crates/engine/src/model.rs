@@ -147,7 +147,8 @@ pub struct EncodeOptions {
 }
 
 /// How [`Model::embed`] groups texts into batches. Results come back in the input's
-/// order either way, and a text's vector does not depend on its batch.
+/// order either way, and a text's vector does not depend on its batch (to within
+/// rounding: tests/batching.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchOrder {
     /// Longest texts first, as `SentenceTransformer.encode` batches: a batch's texts
@@ -181,6 +182,16 @@ impl Default for EncodeOptions {
             order: BatchOrder::default(),
         }
     }
+}
+
+/// The texts' indices in the order [`Model::embed`] batches them.
+fn batch_order(tokens: &[Tokenized], order: BatchOrder) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..tokens.len()).collect();
+    if order == BatchOrder::LongestFirst {
+        // Stable, so texts of equal length keep their order.
+        idx.sort_by_key(|&i| std::cmp::Reverse(tokens[i].ids.len()));
+    }
+    idx
 }
 
 /// One text's embedding and what the tokenizer did to it.
@@ -541,7 +552,9 @@ impl Model {
         self.head.finish(v, finish)
     }
 
-    /// Tokenizes and embeds `texts`, `opts.batch_size` texts per forward pass.
+    /// Tokenizes and embeds `texts`, `opts.batch_size` texts per forward pass, in
+    /// the grouping `opts.order` asks for (longest first by default); the vectors
+    /// come back in the order of `texts`.
     pub fn embed(&self, texts: &[&str], opts: &EncodeOptions) -> Result<Vec<Embedding>> {
         if opts.batch_size == 0 {
             return Err(Error::Request("batch size must be at least 1".into()));
@@ -549,11 +562,7 @@ impl Model {
         let finish = opts.finish();
         self.check_finish(&finish)?;
         let tokens = self.tokenize(texts, opts)?;
-        let mut order: Vec<usize> = (0..tokens.len()).collect();
-        if opts.order == BatchOrder::LongestFirst {
-            // Stable, so equal lengths keep their order.
-            order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].ids.len()));
-        }
+        let order = batch_order(&tokens, opts.order);
         let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
         for chunk in order.chunks(opts.batch_size) {
             let refs: Vec<&Tokenized> = chunk.iter().map(|&i| &tokens[i]).collect();
@@ -571,5 +580,24 @@ impl Model {
             .into_iter()
             .map(|e| e.expect("every text is in one batch"))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_first_sorts_by_token_count_and_keeps_ties_in_order() {
+        let tokens: Vec<Tokenized> = [3, 5, 1, 5, 2]
+            .iter()
+            .map(|&n| Tokenized::new(vec![0; n]))
+            .collect();
+        assert_eq!(
+            batch_order(&tokens, BatchOrder::LongestFirst),
+            [1, 3, 0, 4, 2]
+        );
+        assert_eq!(batch_order(&tokens, BatchOrder::AsGiven), [0, 1, 2, 3, 4]);
+        assert!(batch_order(&[], BatchOrder::LongestFirst).is_empty());
     }
 }

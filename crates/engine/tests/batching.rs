@@ -57,11 +57,18 @@ fn longest_first_batching_returns_the_input_order() {
         };
         m.embed(&texts, &opts).unwrap()
     };
+    // The order of the batches is unit-tested in model.rs; here, that the vectors
+    // come back to their texts.
     let (sorted, given) = (embed(BatchOrder::LongestFirst), embed(BatchOrder::AsGiven));
     assert_eq!(sorted.len(), texts.len());
+    assert_eq!(given.len(), texts.len());
     let lengths = m.tokenize(&texts, &EncodeOptions::default()).unwrap();
     for (i, (s, g)) in sorted.iter().zip(&given).enumerate() {
-        assert_eq!(s.tokens, lengths[i].ids.len(), "text {i}: its own token count");
+        assert_eq!(
+            s.tokens,
+            lengths[i].ids.len(),
+            "text {i}: its own token count"
+        );
         let c = cosine(&s.vector, &g.vector);
         assert!(c >= 0.999999, "text {i}: cosine {c} between the two orders");
     }

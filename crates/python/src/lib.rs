@@ -135,14 +135,12 @@ impl Model {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let progress = show_progress_bar.then(|| progress_bar(refs.len()));
                 let mut flat = Vec::with_capacity(refs.len() * dims);
-                // With a bar, chunks of a few batches so that it moves; without, one
-                // call, so that the whole input is batched longest first as
-                // sentence-transformers does.
-                let chunk = if progress.is_some() {
-                    batch_size.max(1) * 8
-                } else {
-                    refs.len().max(1)
-                };
+                // With a bar, chunks of a few batches so that it moves; without, of
+                // many batches, each batched longest first as sentence-transformers
+                // does, while the tokens and vectors held besides `flat` stay those of
+                // one chunk.
+                let per_call = if progress.is_some() { 8 } else { 256 };
+                let chunk = batch_size.max(1) * per_call;
                 for chunk in refs.chunks(chunk) {
                     for e in model.embed(chunk, &opts)? {
                         flat.extend_from_slice(&e.vector);

@@ -29,12 +29,13 @@ impl Isa {
     }
 
     /// Rows up to which a product runs its whole depth in one pass instead of
-    /// [`Isa::depth_block`]-deep blocks. Few rows (a query) read each weight once, mostly from
-    /// memory: one pass reads each panel front to back, which the prefetchers
-    /// follow, where blocks jump from panel to panel every block. Measured on
-    /// Zen 3 (examples/gemm_stream, one thread, 384 × 1,536 weights from memory):
-    /// 16 rows 52-62 -> 68-70 GFLOP/s, 32 rows 62-72 -> 74-77. Other instruction
-    /// sets keep blocks until measured.
+    /// [`Isa::depth_block`]-deep blocks. Few rows (a query) read each weight once,
+    /// mostly from memory: one pass reads each panel front to back, which the
+    /// prefetchers follow, where blocks jump from panel to panel every
+    /// `depth_block()` rows of depth. Measured on Zen 3 (examples/gemm_stream, one
+    /// thread, 384 × 1,536 weights from memory): 16 rows 52-62 -> 68-70 GFLOP/s, 32
+    /// rows 62-72 -> 74-77. Batches split into [`Isa::rows_per_task`] rows fall under
+    /// it too (see there). Other instruction sets keep blocks until measured.
     pub const fn whole_depth_rows(self) -> usize {
         match self {
             Isa::Avx2 => 48,
@@ -42,14 +43,16 @@ impl Isa {
         }
     }
 
-    /// Depth per pass: a `depth × NR` block of the right-hand matrix stays in L1
-    /// while rows stream past it, and each pass but the first reloads the output
-    /// block it adds to. On AVX2 a 384-deep block (24 KiB of f32 panel) still fits a
-    /// 32 KiB L1, and every 384-wide layer (all of a small BERT's but the MLP's way
-    /// down) runs in one pass instead of 256 + 128: measured on Zen 3 (MiniLM, 1,000
-    /// workload texts, batch 32, 5 alternating runs) 6,761 -> 7,008 tokens/s median
-    /// sorted, 6,537 -> 6,786 in file order. AVX-512's 32-wide panels keep 256
-    /// (32 KiB), as measured on Zen 4.
+    /// Depth per pass of a product with more than [`Isa::whole_depth_rows`] rows: a
+    /// `depth × NR` block of the right-hand matrix stays in L1 while rows stream past
+    /// it, and each pass but the first reloads the output block it adds to. On AVX2 a
+    /// 384-deep block (24 KiB of f32 panel) still fits a 32 KiB L1, and a 384-wide
+    /// layer runs in one pass instead of 256 + 128: measured on Zen 3 with 96-row
+    /// tasks (MiniLM, 1,000 workload texts, batch 32, 5 alternating runs) 6,761 ->
+    /// 7,008 tokens/s median sorted, 6,537 -> 6,786 in file order. Since tasks are 48
+    /// rows on AVX2 it applies to products of more rows on one thread: one-thread
+    /// pools, the column split of 49-95 rows, attention's products for long texts.
+    /// AVX-512's 32-wide panels keep 256 (32 KiB), as measured on Zen 4.
     pub const fn depth_block(self) -> usize {
         match self {
             Isa::Avx2 => 384,
@@ -59,11 +62,15 @@ impl Isa {
 
     /// Rows per task when a long batch is split across threads: small enough to
     /// balance two busy cores and to keep a task's rows and output in L2, large
-    /// enough that each task reuses a weight block from L1 many times. A multiple of
-    /// the kernels' MR. Measured on Zen 3 (examples/layer_speed, MiniLM's four
-    /// layers, 2,400 rows, 2 threads, two runs each): f32 96 rows 93.1-95.0 G MAC/s,
-    /// 72 93.0-93.9, 48 94.3-95.6; int8 96 rows 104-111, 48 115-116. AVX-512 keeps
-    /// the 96 measured on Zen 4, whose L2 is twice Zen 3's.
+    /// enough that each weight row loaded serves many rows. A multiple of the
+    /// kernels' MR. On AVX2 48 is also [`Isa::whole_depth_rows`], so each task runs a
+    /// product's whole depth in one pass, the weight panel streaming from L2 (the
+    /// MLP's 1,536-deep way down among them). Measured on Zen 3
+    /// (examples/layer_speed, MiniLM's four layers, 2,400 rows, 2 threads, two runs
+    /// each): f32 96-row tasks in 384-deep blocks 93.1-95.0 G MAC/s, 72 rows
+    /// 93.0-93.9, 48 rows in one pass 94.3-95.6 (the way down 91 -> 96); int8 96 rows
+    /// 104-111, 48 rows 115-116. AVX-512 keeps the 96 measured on Zen 4, whose L2 is
+    /// twice Zen 3's.
     pub const fn rows_per_task(self) -> usize {
         match self {
             Isa::Avx2 => 48,
@@ -502,8 +509,9 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        // n = 70: a partial last panel for both panel widths; k = 400: two depth passes on every
-        // instruction set (blocks of 256 or 384).
+        // n = 70: a partial last panel for both panel widths; k = 400: two depth
+        // passes (blocks of 256 or 384) wherever a product has more rows than
+        // `whole_depth_rows` (m = 60 runs as a column split on AVX2, in blocks).
         let (n, k) = (70, 400);
         let weight: Vec<f32> = (0..n * k)
             .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
@@ -511,9 +519,9 @@ mod tests {
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         for isa in Isa::available() {
             let lin = Linear::new(&weight, Some(bias.clone()), n, k, isa);
-            // 1: single call; 13: column split; 200 and 1000: row split with a remainder
-            // that is not a multiple of any MR.
-            for m in [1, 13, 200, 1001] {
+            // 1: single call; 13 and 60: column split; 200 and 1001: row split with a
+            // remainder that is not a multiple of any MR.
+            for m in [1, 13, 60, 200, 1001] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
                     .collect();

@@ -316,25 +316,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transposed_f32_packs_as_the_generic_loop_on_every_isa() {
-        // Rows and depths on and off multiples of 8, a last panel partly full.
-        for n in [1, 7, 8, 16, 17, 75] {
+    fn transposed_f32_packs_as_the_generic_loop() {
+        // Rows and depths on and off multiples of 8, a last panel partly full; the
+        // source exactly as long as its last row needs.
+        for n in [1, 7, 8, 16, 17, 40, 75] {
             for k in [3, 8, 32, 35] {
                 let ld = k + 5;
-                let src: Vec<f32> = (0..n * ld).map(|i| i as f32 * 0.5 - 3.0).collect();
-                for isa in Isa::available() {
-                    let nr = isa.nr();
+                let src: Vec<f32> = (0..(n - 1) * ld + k)
+                    .map(|i| i as f32 * 0.5 - 3.0)
+                    .collect();
+                let check = |nr: usize, pack: &dyn Fn(&mut [f32]), what: &str| {
                     let mut want = vec![f32::NAN; packed_len(k, n, nr)];
-                    let mut got = vec![f32::NAN; packed_len(k, n, nr)];
-                    unsafe {
-                        pack_transposed(src.as_ptr(), ld, n, k, nr, &mut want);
-                        pack_transposed_f32(isa, src.as_ptr(), ld, n, k, nr, &mut got);
-                    }
+                    let mut got = want.clone();
+                    // SAFETY: src holds n rows of k floats at stride ld.
+                    unsafe { pack_transposed(src.as_ptr(), ld, n, k, nr, &mut want) };
+                    pack(&mut got);
                     assert_eq!(
                         got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                         want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "{isa:?} n={n} k={k}"
+                        "{what} nr={nr} n={n} k={k}"
                     );
+                };
+                for isa in Isa::available() {
+                    let nr = isa.nr();
+                    // SAFETY: as above; the isa is this CPU's.
+                    let pack = |out: &mut [f32]| unsafe {
+                        pack_transposed_f32(isa, src.as_ptr(), ld, n, k, nr, out)
+                    };
+                    check(nr, &pack, isa.name());
+                }
+                // The AVX transposer at every panel width a kernel uses, whatever
+                // this CPU's best instruction set is.
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx") {
+                    for nr in [8, 16, 32] {
+                        // SAFETY: as above, and the CPU has AVX.
+                        let pack = |out: &mut [f32]| unsafe {
+                            transposed_avx(src.as_ptr(), ld, n, k, nr, out)
+                        };
+                        check(nr, &pack, "avx");
+                    }
                 }
             }
         }

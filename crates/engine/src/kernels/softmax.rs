@@ -81,16 +81,17 @@ simd_fn! {
     /// Attention's rows are whole panels wide (a multiple of 16), and their keys
     /// rarely start or end on a chunk: the chunks that straddle an end of `cols` run
     /// at full width with the lanes outside masked, rather than as scalar leftovers
-    /// or a padded copy (measured on Zen 3, `examples/attention_speed`, 75 keys: the
-    /// copy and the per-row leftovers made softmax cost as much as both products).
+    /// or a padded copy of each row's last keys (measured on Zen 3,
+    /// `examples/attention_speed`, 75 keys: those made softmax cost as much as both
+    /// products).
     pub fn exp_span(row: &mut [f32], cols: Range<usize>, scale: f32) -> f32 {
         let first = cols.start / LANES * LANES;
         let whole = (row.len() - first) / LANES * LANES + first;
         let last = cols.end.next_multiple_of(LANES).min(whole);
         row[..first].fill(0.0);
         row[last..whole].fill(0.0);
-        // Past the last whole chunk (rows that are not a multiple of 16 wide, as a
-        // classifier's labels): a padded copy, masked like the rest.
+        // Past the last whole chunk (only rows that are not a multiple of 16 wide,
+        // which attention never passes): a padded copy, masked like the rest.
         let mut pad = [0f32; LANES];
         let pad_used = cols.end > whole;
         let tail = &mut row[whole..];
@@ -126,41 +127,9 @@ simd_fn! {
     }
 }
 
-/// Softmax over each `width`-long row, in place (classifier heads' probabilities).
-pub fn softmax_rows(rows: &mut [f32], width: usize) {
-    for row in rows.chunks_exact_mut(width) {
-        let sum = exp_span(row, 0..width, 1.0);
-        let inv = 1.0 / sum;
-        for v in row {
-            *v *= inv;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_matches_f64() {
-        let width = 23;
-        let mut rows: Vec<f32> = (0..width * 4)
-            .map(|i| ((i * 37) % 19) as f32 * 0.7 - 5.0)
-            .collect();
-        let want: Vec<f64> = rows
-            .chunks(width)
-            .flat_map(|r| {
-                let m = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
-                let e: Vec<f64> = r.iter().map(|v| (*v as f64 - m).exp()).collect();
-                let s: f64 = e.iter().sum();
-                e.into_iter().map(move |v| v / s)
-            })
-            .collect();
-        softmax_rows(&mut rows, width);
-        for (g, w) in rows.iter().zip(&want) {
-            assert!((*g as f64 - w).abs() < 1e-7, "{g} vs {w}");
-        }
-    }
 
     #[test]
     fn every_span_of_every_width_matches_f64() {
