@@ -10,11 +10,28 @@ use common::{copy_minilm_to, cosine, model, MINILM};
 use embgen_engine::{EncodeOptions, Error, LoadOptions, Model, Prompt};
 
 /// A copy of all-MiniLM-L6-v2 in a fresh folder, for editing.
-fn copy_minilm(name: &str) -> PathBuf {
+fn copy_minilm(name: &str) -> Folder {
     let dst = std::env::temp_dir().join(format!("embgen-loading-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     copy_minilm_to(&dst);
-    dst
+    Folder(dst)
+}
+
+/// A scratch model folder, removed when the test is done with it: each holds 88 MB
+/// of weights, and left behind they added 2 GB to the temp folder per run.
+struct Folder(PathBuf);
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Folder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
 }
 
 fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
