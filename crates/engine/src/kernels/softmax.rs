@@ -117,8 +117,6 @@ simd_fn! {
         }
         if pad_used {
             exp_of(&mut acc, whole, &mut pad, &cols, scale, offset);
-        }
-        if pad_used {
             let tail = &mut row[whole..];
             let n = tail.len();
             tail.copy_from_slice(&pad[..n]);
