@@ -156,7 +156,7 @@ pub enum BatchOrder {
     /// on Zen 3 (MiniLM, the workload, batch 32): 3-4% faster than file order.
     #[default]
     LongestFirst,
-    /// As given (what `embgen bench` measures as "file order").
+    /// As given (`embgen bench`'s "file order" rows; its "sorted" rows are `LongestFirst`).
     AsGiven,
 }
 
