@@ -43,7 +43,10 @@ fn main() {
     for kernel in LowKernel::available() {
         let isa = Isa::available()
             .into_iter()
-            .find(|i| LowKernel::int8_for(*i) == kernel || LowKernel::bf16_for(*i) == Some(kernel))
+            .find(|i| {
+                LowKernel::int8_for(*i) == kernel
+                    || (kernel.is_bf16() && LowKernel::bf16_for(*i).is_some())
+            })
             .expect("a kernel runs on some isa");
         let low = shapes
             .iter()

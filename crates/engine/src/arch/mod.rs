@@ -229,7 +229,7 @@ impl Checkpoint {
             {
                 table.to_int8(h)
             }
-            Some(LowKernel::Bf16Dot) => table.to_bf16(h),
+            Some(k) if k.is_bf16() => table.to_bf16(h),
             _ => table,
         })
     }

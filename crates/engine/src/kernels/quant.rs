@@ -15,7 +15,8 @@
 //! the only error is the rounding of `x` and `w` themselves.
 //!
 //! **bf16**: weights rounded to bf16 once, activations rounded as they enter the
-//! layer, products summed in f32 by `vdpbf16ps`.
+//! layer, products summed in f32 by AMX tiles (`tdpbf16ps`) where the CPU has them,
+//! else by `vdpbf16ps`.
 //!
 //! Packing: panel `p` holds columns `nr·p .. nr·p + nr`; within it, depth group `g`
 //! holds, column after column, that column's `group` consecutive depth values:
@@ -51,6 +52,8 @@ pub enum LowKernel {
     Portable,
     /// bf16, AVX-512 BF16 `vdpbf16ps`.
     Bf16Dot,
+    /// bf16, AMX tiles `tdpbf16ps` (Intel Sapphire Rapids and later).
+    Bf16Amx,
 }
 
 impl LowKernel {
@@ -69,11 +72,18 @@ impl LowKernel {
         }
     }
 
-    /// The bf16 kernel for `isa`, if the CPU has one.
+    /// The bf16 kernel for `isa`, if the CPU has one: AMX tiles where the CPU and the
+    /// OS allow them (unless `EMBGEN_AMX=off`, for measuring the other kernel), else
+    /// AVX-512 BF16.
     pub fn bf16_for(isa: Isa) -> Option<LowKernel> {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512 && std::is_x86_feature_detected!("avx512bf16") {
-            return Some(LowKernel::Bf16Dot);
+        if isa == Isa::Avx512 {
+            if amx_allowed() && micro::amx::usable() {
+                return Some(LowKernel::Bf16Amx);
+            }
+            if std::is_x86_feature_detected!("avx512bf16") {
+                return Some(LowKernel::Bf16Dot);
+            }
         }
         let _ = isa;
         None
@@ -93,6 +103,11 @@ impl LowKernel {
                 }
             }
         }
+        // A CPU with AMX has AVX-512 BF16 too: its kernel stays tested.
+        #[cfg(target_arch = "x86_64")]
+        if all.contains(&LowKernel::Bf16Amx) && std::is_x86_feature_detected!("avx512bf16") {
+            all.push(LowKernel::Bf16Dot);
+        }
         all
     }
 
@@ -103,11 +118,27 @@ impl LowKernel {
             LowKernel::NeonDot => "int8 neon-dotprod",
             LowKernel::Portable => "int8 portable",
             LowKernel::Bf16Dot => "bf16 avx512-bf16",
+            LowKernel::Bf16Amx => "bf16 amx",
         }
     }
 
     pub fn is_int8(self) -> bool {
-        self != LowKernel::Bf16Dot
+        !self.is_bf16()
+    }
+
+    pub fn is_bf16(self) -> bool {
+        matches!(self, LowKernel::Bf16Dot | LowKernel::Bf16Amx)
+    }
+
+    /// What a layer's depth is padded to: whole activation blocks for int8, whole
+    /// tiles for AMX, whole groups otherwise.
+    fn depth_multiple(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            LowKernel::Bf16Amx => micro::amx::DEPTH,
+            k if k.is_int8() => INT8_BLOCK,
+            k => k.group(),
+        }
     }
 
     /// Panel width.
@@ -138,6 +169,8 @@ impl LowKernel {
             LowKernel::Vnni => of!(micro::avx512::int8),
             #[cfg(target_arch = "x86_64")]
             LowKernel::Bf16Dot => of!(micro::avx512::dot_bf16),
+            #[cfg(target_arch = "x86_64")]
+            LowKernel::Bf16Amx => of!(micro::amx),
             #[cfg(target_arch = "x86_64")]
             LowKernel::Avx2 => of!(micro::avx2::int8),
             #[cfg(target_arch = "aarch64")]
@@ -174,14 +207,19 @@ pub struct LowPacked {
     groups: usize,
 }
 
-/// Depth a kernel's rows are padded to: whole activation blocks for int8, whole
-/// groups for bf16.
+/// Depth a kernel's rows are padded to (zeros, which add nothing to a product).
 fn padded_depth(k: usize, kernel: LowKernel) -> usize {
-    if kernel.is_int8() {
-        k.div_ceil(INT8_BLOCK) * INT8_BLOCK
-    } else {
-        k.div_ceil(kernel.group()) * kernel.group()
-    }
+    k.next_multiple_of(kernel.depth_multiple())
+}
+
+/// `EMBGEN_AMX=off` keeps bf16 on AVX-512 BF16 on a CPU with AMX: for measuring one
+/// kernel against the other on one machine.
+#[cfg(target_arch = "x86_64")]
+fn amx_allowed() -> bool {
+    !matches!(
+        std::env::var("EMBGEN_AMX").as_deref().map(str::trim),
+        Ok("off" | "0" | "false" | "no")
+    )
 }
 
 /// Round to nearest even, as `vcvtneps2bf16` does; NaN stays NaN.
@@ -325,7 +363,7 @@ impl LowPacked {
             LowKernel::NeonDot | LowKernel::Portable => {
                 LowRows::I8(quantize_rows(x, m, k, stride, quantize_i8))
             }
-            LowKernel::Bf16Dot => {
+            LowKernel::Bf16Dot | LowKernel::Bf16Amx => {
                 let mut codes = vec![0u16; m * stride];
                 for (row, out) in x.chunks_exact(k).zip(codes.chunks_exact_mut(stride)) {
                     out.iter_mut().zip(row).for_each(|(o, &v)| *o = to_bf16(v));
@@ -436,6 +474,17 @@ impl LowPacked {
                         #[cfg(target_arch = "x86_64")]
                         (LowKernel::Bf16Dot, LowRows::Bf16 { codes, stride }, Codes::Bf16(w)) => {
                             micro::avx512::dot_bf16::rows(
+                                pass,
+                                codes.as_ptr().add(lhs),
+                                *stride,
+                                m,
+                                w.as_ptr().add(at),
+                                out,
+                            )
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        (LowKernel::Bf16Amx, LowRows::Bf16 { codes, stride }, Codes::Bf16(w)) => {
+                            micro::amx::rows(
                                 pass,
                                 codes.as_ptr().add(lhs),
                                 *stride,
@@ -778,8 +827,9 @@ mod tests {
 
     #[test]
     fn every_kernel_computes_the_exact_product_of_its_quantized_inputs() {
-        // Shapes with remainders in every dimension: rows below and above MR, depth
-        // not a multiple of the group or block, columns not a multiple of the panel.
+        // Shapes with remainders in every dimension: rows below and above MR (AMX's
+        // is 32, in tiles of 16), depth not a multiple of the group or block, columns
+        // not a multiple of the panel.
         for kernel in LowKernel::available() {
             for &(m, k, n) in &[
                 (1, 4, 1),
@@ -787,6 +837,8 @@ mod tests {
                 (13, 64, 33),
                 (30, 130, 70),
                 (7, 384, 48),
+                (50, 96, 45),
+                (64, 200, 33),
             ] {
                 let x = values(m * k, (m * 31 + k) as u64);
                 let w = values(n * k, (n * 17 + k) as u64);

@@ -124,7 +124,7 @@ kernel!(half, u16, load_f16);
 
 /// Lane masks for the first `width` floats of a 32-float panel row.
 #[inline(always)]
-fn masks32(width: usize) -> (__mmask16, __mmask16) {
+pub(super) fn masks32(width: usize) -> (__mmask16, __mmask16) {
     let m0 = if width >= 16 {
         0xffff
     } else {
