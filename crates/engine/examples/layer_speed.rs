@@ -41,13 +41,7 @@ fn main() {
         layers.push((format!("f32 {}", isa.name()), f32s));
     }
     for kernel in LowKernel::available() {
-        let isa = Isa::available()
-            .into_iter()
-            .find(|i| {
-                LowKernel::int8_for(*i) == kernel
-                    || (kernel.is_bf16() && LowKernel::bf16_for(*i).is_some())
-            })
-            .expect("a kernel runs on some isa");
+        let isa = kernel.isa();
         let low = shapes
             .iter()
             .zip(&weights)

@@ -3,15 +3,24 @@
 //! One `tdpbf16ps` multiplies a 16 × 32 bf16 tile of activations by a 32 × 16 tile
 //! of weights into 16 × 16 f32 sums: 8,192 multiply-adds, where `vdpbf16ps` does 32.
 //! Measured on a Xeon with AMX (2 threads, all-MiniLM-L6-v2): `vdpbf16ps` ran the
-//! model slower than f32 FMAs (7,929 against 10,761 tokens/s), one core's AMX
-//! sustained 830 G multiply-adds/s in a loop against ~110 for f32 FMAs.
+//! model slower than f32 FMAs (7,929 against 10,761 tokens/s); one core's AMX
+//! sustained 830 G bf16 multiply-adds/s in a loop against ~110 for f32 FMAs.
 //!
 //! The kernel reads the packed panels of [`crate::kernels::quant`] unchanged: a
-//! panel's depth group holds 32 columns × a pair of depth values (128 bytes), so the
-//! 16 pairs of 16 columns at stride 128 are exactly a weight tile in AMX's pair
-//! layout, and the other 16 columns start 64 bytes later. Activations are bf16 rows
-//! at their own stride. A 32 × 32 block keeps its four sums in four tiles, two
-//! activation tiles and two weight tiles: all eight tile registers.
+//! panel's depth group holds 32 columns × a pair of bf16 (128 bytes), so 16 groups
+//! of 16 columns at stride 128 are exactly a weight tile in AMX's pair layout, and
+//! the other 16 columns start 64 bytes later. Activations are rows at their own
+//! stride. A 32 × 32 block keeps its four sums in four tiles, two activation tiles
+//! and two weight tiles: all eight tile registers.
+//!
+//! int8 stays on VNNI. An AMX int8 kernel (`tdpbusd`, one tile of depth per
+//! activation block of 64, each block's i32 sums stored and folded into f32 with its
+//! scales, bit for bit the VNNI kernel's result) was built and measured on the same
+//! Xeon: 456 against 438 G multiply-adds/s on MiniLM's layers (2,400 rows), and no
+//! difference in the whole model (two alternating runs each, batch 8 and 32 sorted,
+//! 23,633 / 23,599 against 24,359 / 21,504 tokens/s). The per-block fold, not the
+//! products, bounds both: what AMX saves in multiplies the stores and reloads of
+//! its sums give back.
 //!
 //! Rust has no stable AMX intrinsics; the instructions are written as inline
 //! assembly, and no compiler-generated code touches tile registers, so their
@@ -27,27 +36,27 @@ use super::Dequant;
 pub const MR: usize = 32;
 /// Panel width (the other kernels' packing): two tiles of 16 columns.
 pub const NR: usize = 32;
-/// Values of depth per lane (a pair of bf16).
-pub const GROUP: usize = 2;
-/// Depth values per tile: 64 bytes of bf16. Layers are padded to whole tiles.
-pub const DEPTH: usize = 32;
-/// Depth groups (pairs) per tile.
-const GROUPS_PER_TILE: usize = DEPTH / GROUP;
 /// Rows of one tile.
 const TILE_ROWS: usize = 16;
-/// Bytes of a panel's depth group: [`NR`] pairs of bf16.
-const PANEL_ROW_BYTES: usize = NR * GROUP * 2;
+/// Bytes of a tile row, and of a panel's depth group.
+const TILE_ROW_BYTES: usize = 64;
+const PANEL_ROW_BYTES: usize = 128;
+/// Depth groups (lanes) per tile.
+const GROUPS_PER_TILE: usize = 16;
 
-/// Whether this process may run AMX bf16: the CPU has it and Linux granted the
-/// process the 8 KiB of tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`; without it
-/// the first tile instruction faults). Asked once per process.
+/// Whether this process may run the AMX bf16 kernel: the CPU has it and Linux
+/// granted the process the 8 KiB of tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`;
+/// without it the first tile instruction faults). Asked once per process.
 pub fn usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
         // CPUID leaf 7, sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
         let edx = __cpuid_count(7, 0).edx;
-        let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0;
-        cpu && std::is_x86_feature_detected!("avx512f") && request_tile_state()
+        edx & (1 << 22) != 0
+            && edx & (1 << 24) != 0
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && request_tile_state()
     })
 }
 
@@ -97,7 +106,7 @@ fn config(rows: usize) -> TileConfig {
         rows: [0; 16],
     };
     for t in 0..8 {
-        c.bytes_per_row[t] = 64;
+        c.bytes_per_row[t] = TILE_ROW_BYTES as u16;
         c.rows[t] = if t < 6 { rows as u8 } else { TILE_ROWS as u8 };
     }
     c
@@ -113,83 +122,29 @@ unsafe fn load_config(c: &TileConfig) {
     unsafe { asm!("ldtilecfg [{}]", in(reg) c as *const TileConfig, options(nostack, readonly)) };
 }
 
-/// `out[0..m, 0..width] (+)= a[0..m] · b` for one panel, in bf16 with f32 sums.
+/// Gives the tile state back, so that the OS need not save it on every switch.
 ///
 /// # Safety
-/// `a` must be valid for `m` rows of `groups` pairs at stride `lda` elements, and `b`
-/// for `groups` depth groups of one panel; `groups` a multiple of 16 (layers packed
-/// for this kernel are padded to [`DEPTH`]); `out` as [`Dequant`] describes (only
-/// `c`, `ldc`, `width` and `accumulate` are read), for `m` rows. The process must
-/// have passed [`usable`].
-#[target_feature(enable = "avx512f")]
-pub unsafe fn rows(
-    groups: usize,
-    a: *const u16,
-    lda: usize,
-    m: usize,
-    b: *const u16,
-    out: Dequant,
-) {
-    debug_assert_eq!(groups % GROUPS_PER_TILE, 0);
-    let (m0, m1) = super::avx512::masks32(out.width);
-    let mut sums = Sums([0f32; MR * NR]);
-    let mut i = 0;
-    let mut configured = 0;
-    // SAFETY: the caller's promises: the tiles read rows i..i+rows of `a` (only
-    // configured rows are read), the panel's `groups` groups of `b`, and the stores
-    // write `sums` (MR × NR floats) and rows of `c` within `width` (masked).
-    unsafe {
-        while i < m {
-            let rows = (m - i).min(TILE_ROWS);
-            if rows != configured {
-                load_config(&config(rows));
-                configured = rows;
-            }
-            let two = rows == TILE_ROWS && m - i >= MR;
-            block(groups, a.add(i * lda), lda, b, two, &mut sums);
-            let block_rows = if two { MR } else { rows };
-            for r in 0..block_rows {
-                let p = out.c.add((i + r) * out.ldc);
-                let mut v0 = _mm512_loadu_ps(sums.0.as_ptr().add(r * NR));
-                let mut v1 = _mm512_loadu_ps(sums.0.as_ptr().add(r * NR + 16));
-                if out.accumulate {
-                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
-                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
-                }
-                _mm512_mask_storeu_ps(p, m0, v0);
-                _mm512_mask_storeu_ps(p.add(16), m1, v1);
-            }
-            i += block_rows;
-        }
-        // Gives the tile state back, so that the OS need not save it on every switch.
-        asm!("tilerelease", options(nostack, nomem));
-    }
+/// The process must be allowed tile state ([`usable`]).
+#[inline(always)]
+unsafe fn release() {
+    // SAFETY: the caller checked AMX; tilerelease touches no memory.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// The sums of one block, stored from the tiles: row r's 32 columns at `r * NR`.
+/// One block's four 16 × 16 sums, stored from the tiles: row r's 32 columns at
+/// `r * NR`.
 #[repr(C, align(64))]
-struct Sums([f32; MR * NR]);
+struct Sums<T>([T; MR * NR]);
 
-/// The sums of one block of rows over the whole depth, into `sums`: two 16-row
-/// tiles (`two`) or one of the configured rows.
-///
-/// # Safety
-/// As [`rows`], for the rows of this block; the tiles configured for them.
-#[inline(always)]
-unsafe fn block(
-    groups: usize,
-    a: *const u16,
-    lda: usize,
-    b: *const u16,
-    two: bool,
-    sums: &mut Sums,
-) {
-    let a_stride = lda * 2;
-    let a_lower = a.wrapping_add(TILE_ROWS * lda);
-    let s = sums.0.as_mut_ptr();
-    // SAFETY: the caller's promises, as [`rows`] describes; every load reads
-    // configured rows of 64 bytes inside `a` or the panel.
-    unsafe {
+/// The sum tiles of a block's depth, then stored to `sums` (a pointer to [`Sums`]): for each tile of depth
+/// (`tiles` of them), `load` puts the activations of rows 0-15 (and 16-31 when `two`)
+/// in tmm4 (tmm5) and the weights of columns 0-15 and 16-31 in tmm6 and tmm7, and
+/// `multiply` adds their products into tmm0-tmm3.
+macro_rules! sum_tiles {
+    ($instr:literal, $tiles:expr, $a:expr, $a_stride:expr, $depth_bytes:expr, $b:expr, $two:expr, $sums:expr) => {{
+        let (a, a_stride, two) = ($a, $a_stride, $two);
+        let a_lower = a.wrapping_add(TILE_ROWS * a_stride);
         asm!(
             "tilezero tmm0",
             "tilezero tmm1",
@@ -197,23 +152,23 @@ unsafe fn block(
             "tilezero tmm3",
             options(nostack, nomem)
         );
-        for t in 0..groups / GROUPS_PER_TILE {
-            let depth = t * DEPTH;
-            let w = b.add(t * GROUPS_PER_TILE * NR * GROUP);
+        for t in 0..$tiles {
+            let w = $b.add(t * GROUPS_PER_TILE * PANEL_ROW_BYTES);
+            let at = t * $depth_bytes;
             if two {
                 asm!(
                     "tileloadd tmm4, [{a} + {sa}*1]",
                     "tileloadd tmm6, [{w} + {sw}*1]",
                     "tileloadd tmm7, [{w2} + {sw}*1]",
                     "tileloadd tmm5, [{a2} + {sa}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a = in(reg) a.add(depth),
-                    a2 = in(reg) a_lower.add(depth),
+                    concat!($instr, " tmm0, tmm4, tmm6"),
+                    concat!($instr, " tmm1, tmm4, tmm7"),
+                    concat!($instr, " tmm2, tmm5, tmm6"),
+                    concat!($instr, " tmm3, tmm5, tmm7"),
+                    a = in(reg) a.add(at),
+                    a2 = in(reg) a_lower.add(at),
                     w = in(reg) w,
-                    w2 = in(reg) w.add(NR),
+                    w2 = in(reg) w.add(TILE_ROW_BYTES),
                     sa = in(reg) a_stride,
                     sw = in(reg) PANEL_ROW_BYTES,
                     options(nostack, readonly)
@@ -223,23 +178,24 @@ unsafe fn block(
                     "tileloadd tmm4, [{a} + {sa}*1]",
                     "tileloadd tmm6, [{w} + {sw}*1]",
                     "tileloadd tmm7, [{w2} + {sw}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    a = in(reg) a.add(depth),
+                    concat!($instr, " tmm0, tmm4, tmm6"),
+                    concat!($instr, " tmm1, tmm4, tmm7"),
+                    a = in(reg) a.add(at),
                     w = in(reg) w,
-                    w2 = in(reg) w.add(NR),
+                    w2 = in(reg) w.add(TILE_ROW_BYTES),
                     sa = in(reg) a_stride,
                     sw = in(reg) PANEL_ROW_BYTES,
                     options(nostack, readonly)
                 );
             }
         }
+        let s: *mut u8 = $sums;
         let row = NR * 4;
         asm!(
             "tilestored [{s} + {row}*1], tmm0",
             "tilestored [{s1} + {row}*1], tmm1",
             s = in(reg) s,
-            s1 = in(reg) s.add(16),
+            s1 = in(reg) s.add(TILE_ROW_BYTES),
             row = in(reg) row,
             options(nostack)
         );
@@ -247,11 +203,87 @@ unsafe fn block(
             asm!(
                 "tilestored [{s} + {row}*1], tmm2",
                 "tilestored [{s1} + {row}*1], tmm3",
-                s = in(reg) s.add(TILE_ROWS * NR),
-                s1 = in(reg) s.add(TILE_ROWS * NR + 16),
+                s = in(reg) s.add(TILE_ROWS * row),
+                s1 = in(reg) s.add(TILE_ROWS * row + TILE_ROW_BYTES),
                 row = in(reg) row,
                 options(nostack)
             );
+        }
+    }};
+}
+
+/// bf16 pairs into f32 sums (`tdpbf16ps`).
+pub mod bf16 {
+    use super::*;
+
+    pub const MR: usize = super::MR;
+    pub const NR: usize = super::NR;
+    /// Values of depth per lane (a pair of bf16).
+    pub const GROUP: usize = 2;
+    /// Depth values per tile. Layers are padded to whole tiles.
+    pub const DEPTH: usize = GROUPS_PER_TILE * GROUP;
+
+    /// `out[0..m, 0..width] (+)= a[0..m] · b` for one panel, in bf16 with f32 sums.
+    ///
+    /// # Safety
+    /// `a` must be valid for `m` rows of `groups` pairs at stride `lda` elements, and
+    /// `b` for `groups` depth groups of one panel; `groups` a multiple of 16 (layers
+    /// packed for this kernel are padded to [`DEPTH`]); `out` as [`Dequant`]
+    /// describes (only `c`, `ldc`, `width` and `accumulate` are read), for `m` rows.
+    /// The process must have passed [`usable`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn rows(
+        groups: usize,
+        a: *const u16,
+        lda: usize,
+        m: usize,
+        b: *const u16,
+        out: Dequant,
+    ) {
+        debug_assert_eq!(groups % GROUPS_PER_TILE, 0);
+        let (m0, m1) = super::super::avx512::masks32(out.width);
+        // Written by the tiles before it is read: no need to clear it per call.
+        let mut sums = std::mem::MaybeUninit::<Sums<f32>>::uninit();
+        let sp = sums.as_mut_ptr() as *mut f32;
+        let mut i = 0;
+        let mut configured = 0;
+        // SAFETY: the caller's promises: the tiles read rows i..i+rows of `a` (only
+        // configured rows are read), the panel's `groups` groups of `b`, and the
+        // stores write `sums` (MR × NR floats) and rows of `c` within `width`
+        // (masked).
+        unsafe {
+            while i < m {
+                let rows = (m - i).min(TILE_ROWS);
+                if rows != configured {
+                    load_config(&config(rows));
+                    configured = rows;
+                }
+                let two = rows == TILE_ROWS && m - i >= MR;
+                sum_tiles!(
+                    "tdpbf16ps",
+                    groups / GROUPS_PER_TILE,
+                    (a.add(i * lda)) as *const u8,
+                    lda * 2,
+                    TILE_ROW_BYTES,
+                    b as *const u8,
+                    two,
+                    sp as *mut u8
+                );
+                let block_rows = if two { MR } else { rows };
+                for r in 0..block_rows {
+                    let p = out.c.add((i + r) * out.ldc);
+                    let mut v0 = _mm512_loadu_ps(sp.add(r * NR));
+                    let mut v1 = _mm512_loadu_ps(sp.add(r * NR + 16));
+                    if out.accumulate {
+                        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+                    }
+                    _mm512_mask_storeu_ps(p, m0, v0);
+                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
+                }
+                i += block_rows;
+            }
+            release();
         }
     }
 }
