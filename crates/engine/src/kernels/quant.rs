@@ -388,13 +388,29 @@ impl LowPacked {
             LowKernel::NeonDot | LowKernel::Portable => {
                 LowRows::I8(quantize_rows(x, m, k, stride, quantize_i8))
             }
-            LowKernel::Bf16Dot | LowKernel::Bf16Amx => {
+            LowKernel::Bf16Dot => {
                 let mut codes = vec![0u16; m * stride];
                 for (row, out) in x.chunks_exact(k).zip(codes.chunks_exact_mut(stride)) {
                     round_to_bf16(row, &mut out[..k]);
                 }
                 LowRows::Bf16 { codes, stride }
             }
+            #[cfg(target_arch = "x86_64")]
+            LowKernel::Bf16Amx => {
+                let mut codes = vec![0u16; m * stride];
+                let mut rounded = vec![0u16; stride];
+                let step = micro::amx::bf16::DEPTH;
+                for (r, row) in x.chunks_exact(k).enumerate() {
+                    round_to_bf16(row, &mut rounded[..k]);
+                    for (s, part) in rounded.chunks_exact(step).enumerate() {
+                        let at = micro::amx::tiled_at(m, stride, r, s * step);
+                        codes[at..at + step].copy_from_slice(part);
+                    }
+                }
+                LowRows::Bf16Tiles { codes, stride }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            LowKernel::Bf16Amx => unreachable!("AMX is x86-64's"),
         }
     }
 
@@ -508,10 +524,16 @@ impl LowPacked {
                             )
                         }
                         #[cfg(target_arch = "x86_64")]
-                        (LowKernel::Bf16Amx, LowRows::Bf16 { codes, stride }, Codes::Bf16(w)) => {
+                        (
+                            LowKernel::Bf16Amx,
+                            LowRows::Bf16Tiles { codes, stride },
+                            Codes::Bf16(w),
+                        ) => {
+                            assert_eq!(a.rows(), m, "tiles are laid out for the rows prepared");
+                            debug_assert_eq!(lhs, 0, "bf16 runs the whole depth at once");
                             micro::amx::bf16::rows(
                                 pass,
-                                codes.as_ptr().add(lhs),
+                                codes.as_ptr(),
                                 *stride,
                                 m,
                                 w.as_ptr().add(at),
@@ -613,6 +635,9 @@ pub enum LowRows {
     I16(Quantized<i16>),
     /// bf16 bits, each row padded to whole pairs.
     Bf16 { codes: Vec<u16>, stride: usize },
+    /// bf16 bits for AMX, padded to whole tiles of depth, in row tiles
+    /// ([`micro::amx::tiled_at`]).
+    Bf16Tiles { codes: Vec<u16>, stride: usize },
 }
 
 impl LowRows {
@@ -622,7 +647,7 @@ impl LowRows {
             LowRows::U8(q) => Some(QuantizedRef::of(q)),
             LowRows::I8(q) => Some(QuantizedRef::of(q)),
             LowRows::I16(q) => Some(QuantizedRef::of(q)),
-            LowRows::Bf16 { .. } => None,
+            LowRows::Bf16 { .. } | LowRows::Bf16Tiles { .. } => None,
         }
     }
 
@@ -631,7 +656,9 @@ impl LowRows {
             LowRows::U8(q) => q.rows(),
             LowRows::I8(q) => q.rows(),
             LowRows::I16(q) => q.rows(),
-            LowRows::Bf16 { codes, stride } => codes.len() / (*stride).max(1),
+            LowRows::Bf16 { codes, stride } | LowRows::Bf16Tiles { codes, stride } => {
+                codes.len() / (*stride).max(1)
+            }
         }
     }
 }
@@ -815,6 +842,18 @@ mod tests {
             LowRows::Bf16 { codes, stride } => (0..k)
                 .map(|kk| f32::from_bits((codes[r * stride + kk] as u32) << 16) as f64)
                 .collect(),
+            #[cfg(target_arch = "x86_64")]
+            LowRows::Bf16Tiles { codes, stride } => {
+                let rows = codes.len() / stride;
+                (0..k)
+                    .map(|kk| {
+                        let at = micro::amx::tiled_at(rows, *stride, r, kk);
+                        f32::from_bits((codes[at] as u32) << 16) as f64
+                    })
+                    .collect()
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            LowRows::Bf16Tiles { .. } => unreachable!(),
         }
     }
 
@@ -1001,8 +1040,19 @@ mod tests {
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
-        let xs = [1.0, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 512.0, -2.5e-3, f32::MAX, f32::INFINITY];
-        let xs: Vec<f32> = xs.into_iter().chain(values(100, 7)).chain([f32::NAN]).collect();
+        let xs = [
+            1.0,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 512.0,
+            -2.5e-3,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        let xs: Vec<f32> = xs
+            .into_iter()
+            .chain(values(100, 7))
+            .chain([f32::NAN])
+            .collect();
         let mut rows = vec![0u16; xs.len()];
         round_to_bf16(&xs, &mut rows);
         for (x, r) in xs.iter().zip(&rows) {
