@@ -59,7 +59,7 @@ pub enum LowKernel {
 impl LowKernel {
     /// The int8 kernel for a model loaded for `isa`: the fastest one the CPU has
     /// within that instruction set (so forcing AVX2 on an AVX-512 machine tests the
-    /// AVX2 kernel). int8 has no AMX kernel: see [`micro::amx`] for why.
+    /// AVX2 kernel). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
     pub fn int8_for(isa: Isa) -> LowKernel {
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -281,6 +281,11 @@ impl LowPacked {
             Weight::Bf16(w) | Weight::F16(w) => w.len(),
         };
         assert_eq!(len, n * k, "weight holds {len} of {n}×{k}");
+        #[cfg(target_arch = "x86_64")]
+        assert!(
+            kernel != LowKernel::Bf16Amx || micro::amx::usable(),
+            "AMX needs the CPU's tiles and the OS's permission (LowKernel::bf16_for checks)"
+        );
         let (nr, group) = (kernel.nr(), kernel.group());
         let groups = padded_depth(k, kernel) / group;
         let panels = n.div_ceil(nr);
@@ -636,7 +641,7 @@ pub enum LowRows {
     /// bf16 bits, each row padded to whole pairs.
     Bf16 { codes: Vec<u16>, stride: usize },
     /// bf16 bits for AMX, padded to whole tiles of depth, in row tiles
-    /// ([`micro::amx::tiled_at`]).
+    /// (`micro::amx::tiled_at`).
     Bf16Tiles { codes: Vec<u16>, stride: usize },
 }
 
