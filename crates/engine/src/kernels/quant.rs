@@ -146,7 +146,7 @@ impl LowKernel {
     fn depth_multiple(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            LowKernel::Bf16Amx => micro::amx::bf16::DEPTH,
+            LowKernel::Bf16Amx => micro::amx::DEPTH,
             k if k.is_int8() => INT8_BLOCK,
             k => k.group(),
         }
@@ -181,7 +181,7 @@ impl LowKernel {
             #[cfg(target_arch = "x86_64")]
             LowKernel::Bf16Dot => of!(micro::avx512::dot_bf16),
             #[cfg(target_arch = "x86_64")]
-            LowKernel::Bf16Amx => of!(micro::amx::bf16),
+            LowKernel::Bf16Amx => of!(micro::amx),
             #[cfg(target_arch = "x86_64")]
             LowKernel::Avx2 => of!(micro::avx2::int8),
             #[cfg(target_arch = "aarch64")]
@@ -404,7 +404,7 @@ impl LowPacked {
             LowKernel::Bf16Amx => {
                 let mut codes = vec![0u16; m * stride];
                 let mut rounded = vec![0u16; stride];
-                let step = micro::amx::bf16::DEPTH;
+                let step = micro::amx::DEPTH;
                 for (r, row) in x.chunks_exact(k).enumerate() {
                     round_to_bf16(row, &mut rounded[..k]);
                     for (s, part) in rounded.chunks_exact(step).enumerate() {
@@ -536,7 +536,7 @@ impl LowPacked {
                         ) => {
                             assert_eq!(a.rows(), m, "tiles are laid out for the rows prepared");
                             debug_assert_eq!(lhs, 0, "bf16 runs the whole depth at once");
-                            micro::amx::bf16::rows(
+                            micro::amx::rows(
                                 pass,
                                 codes.as_ptr(),
                                 *stride,

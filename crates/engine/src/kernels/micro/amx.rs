@@ -47,6 +47,10 @@ const TILE_ROW_BYTES: usize = 64;
 const PANEL_ROW_BYTES: usize = 128;
 /// Depth groups (lanes) per tile.
 const GROUPS_PER_TILE: usize = 16;
+/// Values of depth per lane (a pair of bf16).
+pub const GROUP: usize = 2;
+/// Depth values per tile. Layers are padded to whole tiles.
+pub const DEPTH: usize = GROUPS_PER_TILE * GROUP;
 
 /// Whether this process may run the AMX bf16 kernel: the CPU has it and Linux
 /// granted the process the 8 KiB of tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`;
@@ -154,7 +158,7 @@ struct Sums([f32; MR * NR]);
 pub fn tiled_at(rows: usize, stride: usize, r: usize, kk: usize) -> usize {
     let first = r / TILE_ROWS * TILE_ROWS;
     let t = TILE_ROWS.min(rows - first);
-    first * stride + ((kk / bf16::DEPTH) * t + r - first) * bf16::DEPTH + kk % bf16::DEPTH
+    first * stride + ((kk / DEPTH) * t + r - first) * DEPTH + kk % DEPTH
 }
 
 /// The sums of one block over `steps` tiles of depth, stored to `sums` (a
@@ -242,82 +246,70 @@ unsafe fn sum_tiles(
     }
 }
 
-/// bf16 pairs into f32 sums (`tdpbf16ps`).
-pub mod bf16 {
-    use super::*;
-
-    pub const MR: usize = super::MR;
-    pub const NR: usize = super::NR;
-    /// Values of depth per lane (a pair of bf16).
-    pub const GROUP: usize = 2;
-    /// Depth values per tile. Layers are padded to whole tiles.
-    pub const DEPTH: usize = GROUPS_PER_TILE * GROUP;
-
-    /// `out[0..m, 0..width] (+)= a[0..m] · b` for one panel, in bf16 with f32 sums.
-    ///
-    /// # Safety
-    /// `a` must hold `m` rows of `groups` pairs laid out as [`tiled_at`] says with
-    /// stride `lda` (= `2 · groups`), and `b` `groups` depth groups of one panel;
-    /// `groups` whole tiles of depth (layers packed for this kernel are padded to
-    /// [`DEPTH`]); `out` as [`Dequant`] describes (only `c`, `ldc`, `width` and
-    /// `accumulate` are read), for `m` rows. The process must have passed
-    /// [`usable`].
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows(
-        groups: usize,
-        a: *const u16,
-        lda: usize,
-        m: usize,
-        b: *const u16,
-        out: Dequant,
-    ) {
-        debug_assert_eq!(groups % GROUPS_PER_TILE, 0);
-        debug_assert_eq!(lda, groups * GROUP);
-        let (m0, m1) = super::super::avx512::masks32(out.width);
-        // Written by the tiles before it is read: no need to clear it per call.
-        let mut sums = std::mem::MaybeUninit::<Sums>::uninit();
-        let sp = sums.as_mut_ptr() as *mut f32;
-        let mut i = 0;
-        let mut configured = 0;
-        // SAFETY: the caller's promises: the tiles read the row tiles starting at
-        // rows i and i + 16 (only configured rows: the whole of each), the panel's
-        // `groups` groups of `b`, and the stores write `sums` (MR × NR floats) and
-        // rows of `c` within `width` (masked).
-        unsafe {
-            while i < m {
-                let rows = (m - i).min(TILE_ROWS);
-                if rows != configured {
-                    load_config(&config(rows));
-                    configured = rows;
-                }
-                let two = rows == TILE_ROWS && m - i >= MR;
-                // The row tiles at i and i + 16.
-                let a0 = a.add(i * lda) as *const u8;
-                let a1 = a.wrapping_add((i + TILE_ROWS) * lda);
-                sum_tiles(
-                    groups / GROUPS_PER_TILE,
-                    a0,
-                    a1 as *const u8,
-                    rows * TILE_ROW_BYTES,
-                    b as *const u8,
-                    two,
-                    sp as *mut u8,
-                );
-                let block_rows = if two { MR } else { rows };
-                for r in 0..block_rows {
-                    let p = out.c.add((i + r) * out.ldc);
-                    let mut v0 = _mm512_loadu_ps(sp.add(r * NR));
-                    let mut v1 = _mm512_loadu_ps(sp.add(r * NR + 16));
-                    if out.accumulate {
-                        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
-                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
-                    }
-                    _mm512_mask_storeu_ps(p, m0, v0);
-                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
-                }
-                i += block_rows;
+/// `out[0..m, 0..width] (+)= a[0..m] · b` for one panel, in bf16 with f32 sums.
+///
+/// # Safety
+/// `a` must hold `m` rows of `groups` pairs laid out as [`tiled_at`] says with
+/// stride `lda` (= `2 · groups`), and `b` `groups` depth groups of one panel;
+/// `groups` whole tiles of depth (layers packed for this kernel are padded to
+/// [`DEPTH`]); `out` as [`Dequant`] describes (only `c`, `ldc`, `width` and
+/// `accumulate` are read), for `m` rows. The process must have passed
+/// [`usable`].
+#[target_feature(enable = "avx512f")]
+pub unsafe fn rows(
+    groups: usize,
+    a: *const u16,
+    lda: usize,
+    m: usize,
+    b: *const u16,
+    out: Dequant,
+) {
+    debug_assert_eq!(groups % GROUPS_PER_TILE, 0);
+    debug_assert_eq!(lda, groups * GROUP);
+    let (m0, m1) = super::avx512::masks32(out.width);
+    // Written by the tiles before it is read: no need to clear it per call.
+    let mut sums = std::mem::MaybeUninit::<Sums>::uninit();
+    let sp = sums.as_mut_ptr() as *mut f32;
+    let mut i = 0;
+    let mut configured = 0;
+    // SAFETY: the caller's promises: the tiles read the row tiles starting at
+    // rows i and i + 16 (only configured rows: the whole of each), the panel's
+    // `groups` groups of `b`, and the stores write `sums` (MR × NR floats) and
+    // rows of `c` within `width` (masked).
+    unsafe {
+        while i < m {
+            let rows = (m - i).min(TILE_ROWS);
+            if rows != configured {
+                load_config(&config(rows));
+                configured = rows;
             }
-            release();
+            let two = rows == TILE_ROWS && m - i >= MR;
+            // The row tiles at i and i + 16.
+            let a0 = a.add(i * lda) as *const u8;
+            let a1 = a.wrapping_add((i + TILE_ROWS) * lda);
+            sum_tiles(
+                groups / GROUPS_PER_TILE,
+                a0,
+                a1 as *const u8,
+                rows * TILE_ROW_BYTES,
+                b as *const u8,
+                two,
+                sp as *mut u8,
+            );
+            let block_rows = if two { MR } else { rows };
+            for r in 0..block_rows {
+                let p = out.c.add((i + r) * out.ldc);
+                let mut v0 = _mm512_loadu_ps(sp.add(r * NR));
+                let mut v1 = _mm512_loadu_ps(sp.add(r * NR + 16));
+                if out.accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+                }
+                _mm512_mask_storeu_ps(p, m0, v0);
+                _mm512_mask_storeu_ps(p.add(16), m1, v1);
+            }
+            i += block_rows;
         }
+        release();
     }
 }
