@@ -741,14 +741,7 @@ fn quantize_into<T: Copy>(
             .enumerate()
         {
             let (lo, hi) = range(xs);
-            // A zero or non-finite block (a broken model) quantizes to zero rather
-            // than poisoning the layer's output.
-            let (s, z, inv) = if hi > lo && (hi - lo).is_finite() {
-                let s = (hi - lo) / 255.0;
-                (s, (-lo / s).round_ties_even().clamp(0.0, 255.0), 1.0 / s)
-            } else {
-                (1.0, 0.0, 0.0)
-            };
+            let (s, z, inv) = block_params(lo, hi);
             for (c, &v) in cs.iter_mut().zip(xs) {
                 // round_ties_even is one instruction (vrndscaleps/vroundps) where
                 // round() is a libm call; max/min drop NaN, so the unchecked cast
@@ -766,10 +759,161 @@ fn quantize_into<T: Copy>(
     }
 }
 
-simd_fn! {
-    fn quantize_u8(x: &[f32], k: usize, stride: usize, codes: &mut [u8], scales: &mut [f32], shifts: &mut [f32]) {
-        quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
+/// A block's scale, zero point and the scale's inverse, from its range (zero
+/// included). A zero or non-finite range (a broken model) quantizes to zero rather
+/// than poisoning the layer's output.
+#[inline(always)]
+fn block_params(lo: f32, hi: f32) -> (f32, f32, f32) {
+    if hi > lo && (hi - lo).is_finite() {
+        let s = (hi - lo) / 255.0;
+        (s, (-lo / s).round_ties_even().clamp(0.0, 255.0), 1.0 / s)
+    } else {
+        (1.0, 0.0, 0.0)
     }
+}
+
+/// [`quantize_into`] for unsigned codes on AVX-512: the same arithmetic in the same
+/// order, so the same codes, scales and shifts, but each block's range, scale and
+/// zero point are found for sixteen blocks at once (one vector division instead of
+/// three scalar ones per block, whose latency chain every block's codes waited on).
+/// The generic loop compiled for AVX-512 took ~1 cycle per value, 10% of
+/// all-MiniLM-L6-v2's int8 time at batch 32 on an Intel Xeon (AMX machine).
+///
+/// # Safety
+/// The CPU must have AVX-512F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_u8_avx512(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    /// Blocks whose parameters are computed together: one vector of each.
+    const LANES: usize = 16;
+    let blocks = stride / INT8_BLOCK;
+    let whole = k / INT8_BLOCK;
+    let rows = x.len() / k.max(1);
+    assert!(whole <= blocks && codes.len() >= rows * stride);
+    assert!(scales.len() >= rows * blocks && shifts.len() >= rows * blocks);
+    let zero = _mm512_setzero_ps();
+    let top = _mm512_set1_ps(255.0);
+    let mut lo = [0f32; LANES];
+    let mut hi = [0f32; LANES];
+    let mut zs = [0f32; LANES];
+    let mut invs = [0f32; LANES];
+    for r in 0..rows {
+        let row = &x[r * k..(r + 1) * k];
+        for first in (0..whole).step_by(LANES) {
+            let n = LANES.min(whole - first);
+            // SAFETY (this block): blocks first..first + n are whole blocks of `row`
+            // (n <= whole - first) with codes, scales and shifts inside their slices
+            // (checked above); the CPU has AVX-512F/BW (the caller's promise).
+            unsafe {
+                for j in 0..n {
+                    let xs = row.as_ptr().add((first + j) * INT8_BLOCK);
+                    // minps/maxps return the second operand when either is NaN: with
+                    // the running range second, NaN is dropped as `range` drops it.
+                    let (mut l, mut h) = (zero, zero);
+                    for i in 0..INT8_BLOCK / 16 {
+                        let v = _mm512_loadu_ps(xs.add(16 * i));
+                        l = _mm512_min_ps(v, l);
+                        h = _mm512_max_ps(v, h);
+                    }
+                    lo[j] = _mm512_reduce_min_ps(l);
+                    hi[j] = _mm512_reduce_max_ps(h);
+                }
+                // `block_params` for sixteen blocks (lanes past n are unused).
+                let (l, h) = (_mm512_loadu_ps(lo.as_ptr()), _mm512_loadu_ps(hi.as_ptr()));
+                let d = _mm512_sub_ps(h, l);
+                let usable = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(h, l)
+                    & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(
+                        _mm512_abs_ps(d),
+                        _mm512_set1_ps(f32::INFINITY),
+                    );
+                let s = _mm512_div_ps(d, top);
+                let z = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_div_ps(_mm512_sub_ps(zero, l), s),
+                );
+                let z = _mm512_min_ps(_mm512_max_ps(z, zero), top);
+                let inv = _mm512_div_ps(_mm512_set1_ps(1.0), s);
+                let s = _mm512_mask_blend_ps(usable, _mm512_set1_ps(1.0), s);
+                let z = _mm512_maskz_mov_ps(usable, z);
+                let inv = _mm512_maskz_mov_ps(usable, inv);
+                let keep = if n == LANES {
+                    0xffff
+                } else {
+                    ((1u32 << n) - 1) as u16
+                };
+                let at = r * blocks + first;
+                _mm512_mask_storeu_ps(scales.as_mut_ptr().add(at), keep, s);
+                _mm512_mask_storeu_ps(shifts.as_mut_ptr().add(at), keep, _mm512_mul_ps(s, z));
+                _mm512_storeu_ps(zs.as_mut_ptr(), z);
+                _mm512_storeu_ps(invs.as_mut_ptr(), inv);
+                for j in 0..n {
+                    let xs = row.as_ptr().add((first + j) * INT8_BLOCK);
+                    let cs = codes
+                        .as_mut_ptr()
+                        .add(r * stride + (first + j) * INT8_BLOCK);
+                    let (inv, z) = (_mm512_set1_ps(invs[j]), _mm512_set1_ps(zs[j]));
+                    for i in 0..INT8_BLOCK / 16 {
+                        // As the generic loop: product, then sum (not fused), ties to
+                        // even, NaN to 0 (maxps's second operand), at most 255.
+                        let v = _mm512_loadu_ps(xs.add(16 * i));
+                        let t = _mm512_add_ps(_mm512_mul_ps(v, inv), z);
+                        // Clamped to [0, 255] before rounding rather than after: the
+                        // bounds are whole, so the codes are the same, and the
+                        // conversion rounds (ties to even) on its own.
+                        let t = _mm512_min_ps(_mm512_max_ps(t, zero), top);
+                        let u = _mm512_cvt_roundps_epi32::<
+                            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                        >(t);
+                        let u = _mm512_cvtepi32_epi8(u);
+                        _mm_storeu_si128(cs.add(16 * i) as *mut __m128i, u);
+                    }
+                }
+            }
+        }
+        if whole < blocks && whole * INT8_BLOCK < k {
+            // The last, partial block, as the generic loop does it.
+            let tail = whole * INT8_BLOCK;
+            let (mut s, mut sh) = ([0f32], [0f32]);
+            let cs = &mut codes[r * stride + tail..r * stride + tail + INT8_BLOCK];
+            quantize_into(
+                &row[tail..],
+                k - tail,
+                INT8_BLOCK,
+                0,
+                |u| u as u8,
+                cs,
+                &mut s,
+                &mut sh,
+            );
+            scales[r * blocks + whole] = s[0];
+            shifts[r * blocks + whole] = sh[0];
+        }
+    }
+}
+
+/// Unsigned codes (the VNNI kernel's): on AVX-512, which every CPU with that kernel
+/// has, [`quantize_u8_avx512`].
+fn quantize_u8(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512F and BW (checked just above).
+        return unsafe { quantize_u8_avx512(x, k, stride, codes, scales, shifts) };
+    }
+    quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
 }
 
 simd_fn! {
@@ -1040,6 +1184,73 @@ mod tests {
                 "{}: {c:?}",
                 kernel.name()
             );
+        }
+    }
+
+    /// The AVX-512 quantizer against the generic loop it replaces: the same codes,
+    /// scales and shifts bit for bit, on whole and partial blocks, padded rows, and
+    /// blocks holding NaN, infinities, zeros only, one constant, ties and outliers.
+    #[test]
+    fn avx512_quantizer_matches_the_generic_one() {
+        for (m, k, stride) in [
+            (3, 384, 384),
+            (2, 100, 128),
+            (4, 1100, 1152),
+            (1, 64, 64),
+            (2, 30, 64),
+        ] {
+            let mut x = values(m * k, 11);
+            let special = [
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::MAX,
+                -f32::MAX,
+                0.5,
+                -0.0,
+            ];
+            for (i, v) in special.into_iter().enumerate() {
+                let at = (i * 131 + 7) % x.len();
+                x[at] = v;
+            }
+            x[..k.min(64)].iter_mut().for_each(|v| *v = 0.0);
+            if m > 1 {
+                // A constant block, and one whose values fall on half steps.
+                x[k..k + k.min(64)].iter_mut().for_each(|v| *v = 0.75);
+                for (i, v) in x[(m - 1) * k..(m - 1) * k + k.min(64)]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *v = (i % 9) as f32 * 0.5 - 2.0;
+                }
+            }
+            let blocks = stride / INT8_BLOCK;
+            type Quantizer<'a> = &'a dyn Fn(&mut [u8], &mut [f32], &mut [f32]);
+            let run = |f: Quantizer| {
+                let mut codes = vec![7u8; m * stride];
+                let mut scales = vec![0f32; m * blocks];
+                let mut shifts = vec![0f32; m * blocks];
+                f(&mut codes, &mut scales, &mut shifts);
+                (
+                    codes,
+                    scales.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    // A zero block's shift may be 0 or -0 (maxps keeps +0 where
+                    // `f32::clamp` keeps -0): the same shift.
+                    shifts
+                        .iter()
+                        .map(|v| (v + 0.0).to_bits())
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let want = run(&|c, s, h| quantize_into(&x, k, stride, 0, |u| u as u8, c, s, h));
+            let got = run(&|c, s, h| quantize_u8(&x, k, stride, c, s, h));
+            assert_eq!(got, want, "m {m}, k {k}, stride {stride}");
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx512bw") {
+                // SAFETY: the CPU has AVX-512F/BW (checked).
+                let direct = run(&|c, s, h| unsafe { quantize_u8_avx512(&x, k, stride, c, s, h) });
+                assert_eq!(direct, want, "m {m}, k {k}, stride {stride}");
+            }
         }
     }
 
