@@ -388,35 +388,38 @@ impl Linear {
         let threads = rayon::current_num_threads();
         let nr = self.nr();
         let panels = n.div_ceil(nr);
-        if threads == 1 || m * n * k < PARALLEL_MIN_WORK {
+        let c = SharedMut(out.as_mut_ptr());
+        // Every task prepares its rows, runs all columns for them, then its epilogue.
+        let task = |rows: &Range<usize>| {
+            let m = rows.len();
+            let x = &x[rows.start * k..rows.end * k];
+            // SAFETY: the tasks' row ranges do not overlap and lie inside `out`
+            // (m × n), so this task's rows are its own.
+            let c = unsafe { std::slice::from_raw_parts_mut(c.get().add(rows.start * n), m * n) };
             let a = self.prepare(x, m);
-            // SAFETY: `a` holds m rows of x (m × k, checked above) and `out` is m × n;
-            // `w` was packed for this layer's kernels, which the CPU has.
-            unsafe { self.product(&a, m, 0..panels, out.as_mut_ptr(), accumulate) };
-            epilogue(0, out);
+            // SAFETY: `a` and `c` are this task's whole rows of `x` and `out`; `w` was
+            // packed for this layer's kernels, which the CPU has.
+            unsafe { self.product(&a, m, 0..panels, c.as_mut_ptr(), accumulate) };
+            epilogue(rows.start, c);
+        };
+        if threads == 1 || m * n * k < PARALLEL_MIN_WORK {
+            // One thread still goes through the rows in tasks, so that a task's
+            // activations and output stay in L2 while every weight panel passes:
+            // in one piece, a batch's output (2,400 rows × 1,536) went to memory
+            // and back once per depth pass.
+            for rows in &row_tasks(m, 1, self.mr(), self.isa.rows_per_task()) {
+                task(rows);
+            }
         } else if m >= threads * 48 {
-            // Row blocks: every task prepares its rows, runs all columns for them,
-            // then its epilogue.
-            let tasks = row_tasks(m, threads, self.mr(), self.isa.rows_per_task());
-            let c = SharedMut(out.as_mut_ptr());
-            tasks.par_iter().for_each(|rows| {
-                let m = rows.len();
-                let x = &x[rows.start * k..rows.end * k];
-                // SAFETY: the tasks' row ranges do not overlap and lie inside `out`
-                // (m × n), so this task's rows are its own.
-                let c =
-                    unsafe { std::slice::from_raw_parts_mut(c.get().add(rows.start * n), m * n) };
-                let a = self.prepare(x, m);
-                // SAFETY: `a` and `c` are this task's whole rows of `x` and `out`.
-                unsafe { self.product(&a, m, 0..panels, c.as_mut_ptr(), accumulate) };
-                epilogue(rows.start, c);
-            });
+            // Row blocks, split between the threads.
+            row_tasks(m, threads, self.mr(), self.isa.rows_per_task())
+                .par_iter()
+                .for_each(task);
         } else {
             // Few rows: prepare them once, split the columns, then run the epilogue
             // over rows.
             let a = self.prepare(x, m);
             let per_task = panels.div_ceil(threads);
-            let c = SharedMut(out.as_mut_ptr());
             (0..panels.div_ceil(per_task))
                 .into_par_iter()
                 .for_each(|t| {
@@ -505,10 +508,13 @@ mod tests {
 
     #[test]
     fn linear_matches_naive_on_every_kernel_and_split() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        // Two threads split rows or columns; one runs the row tasks in turn.
+        let pools = [1, 2].map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        });
         // n = 70: a partial last panel for both panel widths; k = 400: two depth
         // passes (blocks of 256 or 384) wherever a product has more rows than
         // `whole_depth_rows` (m = 60 runs as a column split on AVX2, in blocks).
@@ -521,7 +527,10 @@ mod tests {
             let lin = Linear::new(&weight, Some(bias.clone()), n, k, isa);
             // 1: single call; 13 and 60: column split; 200 and 1001: row split with a
             // remainder that is not a multiple of any MR.
-            for m in [1, 13, 60, 200, 1001] {
+            for (pool, m) in pools
+                .iter()
+                .flat_map(|p| [1, 13, 60, 200, 1001].map(|m| (p, m)))
+            {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 13) % 11) as f32 * 0.2 - 1.0)
                     .collect();
@@ -540,13 +549,15 @@ mod tests {
                     });
                     assert!(
                         seen.into_inner().unwrap().iter().all(|c| *c == 1),
-                        "{isa:?}: every row once"
+                        "{isa:?} m={m}, {} threads: every row once",
+                        pool.current_num_threads()
                     );
                     let extra = if accumulate { 1.0 } else { 0.0 };
                     for (g, w) in out.iter().zip(&want) {
                         assert!(
                             (g - w - extra).abs() < 1e-3,
-                            "{isa:?} m={m}: {g} vs {}",
+                            "{isa:?} m={m}, {} threads: {g} vs {}",
+                            pool.current_num_threads(),
                             w + extra
                         );
                     }
