@@ -50,8 +50,8 @@ impl Isa {
     /// layer runs in one pass instead of 256 + 128: measured on Zen 3 with 96-row
     /// tasks (MiniLM, 1,000 workload texts, batch 32, 5 alternating runs) 6,761 ->
     /// 7,008 tokens/s median sorted, 6,537 -> 6,786 in file order. Since tasks are 48
-    /// rows on AVX2 it applies to products of more rows on one thread: one-thread
-    /// pools, the column split of 49-95 rows, attention's products for long texts.
+    /// rows on AVX2 (on one thread too) it applies to products of more rows in one
+    /// call: the column split of 49-95 rows, attention's products for long texts.
     /// AVX-512's 32-wide panels keep 256 (32 KiB), as measured on Zen 4.
     pub const fn depth_block(self) -> usize {
         match self {
@@ -60,10 +60,10 @@ impl Isa {
         }
     }
 
-    /// Rows per task when a long batch is split across threads: small enough to
-    /// balance two busy cores and to keep a task's rows and output in L2, large
-    /// enough that each weight row loaded serves many rows. A multiple of the
-    /// kernels' MR. On AVX2 48 is also [`Isa::whole_depth_rows`], so each task runs a
+    /// Rows per task of a long batch, split across threads or run in turn on one:
+    /// small enough to balance two busy cores and to keep a task's rows and output
+    /// in L2, large enough that each weight row loaded serves many rows. A multiple
+    /// of the kernels' MR. On AVX2 48 is also [`Isa::whole_depth_rows`], so each task runs a
     /// product's whole depth in one pass, the weight panel streaming from L2 (the
     /// MLP's 1,536-deep way down among them). Measured on Zen 3
     /// (examples/layer_speed, MiniLM's four layers, 2,400 rows, 2 threads, two runs

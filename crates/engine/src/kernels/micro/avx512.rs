@@ -171,30 +171,30 @@ pub mod int8 {
         let mut f0 = [_mm512_setzero_ps(); R];
         let mut f1 = [_mm512_setzero_ps(); R];
         // SAFETY: every pointer stays inside what `rows` promises: `groups` groups of
-        // `a` per row and of the panel in `b`, `blocks` scales and shifts per row, a
-        // panel width of column sums per block and of column scales.
+        // `a` per row and of the panel in `b` (so `block6` gets its 6 rows of 64 bytes
+        // and 2 KiB of panel per block), `blocks` scales and shifts per row, a panel
+        // width of column sums per block and of column scales; the CPU has VNNI.
         unsafe {
             for blk in 0..groups / per_block {
                 let mut lo = [_mm512_setzero_si512(); R];
                 let mut hi = [_mm512_setzero_si512(); R];
                 if R == MR {
-                    if let (Ok(lo), Ok(hi)) = (
-                        <&mut [__m512i; MR]>::try_from(&mut lo[..]),
-                        <&mut [__m512i; MR]>::try_from(&mut hi[..]),
-                    ) {
-                        let (a, b) = (a.add(blk * INT8_BLOCK), b.add(blk * INT8_BLOCK * NR));
-                        (*lo, *hi) = block6(a, lda, b);
-                    }
-                }
-                for g in (blk * per_block..(blk + 1) * per_block).filter(|_| R != MR) {
-                    let b0 = _mm512_loadu_si512(b.add(g * GROUP * NR) as *const _);
-                    let b1 = _mm512_loadu_si512(b.add(g * GROUP * NR + 64) as *const _);
-                    for r in 0..R {
-                        let four =
-                            std::ptr::read_unaligned(a.add(r * lda + g * GROUP) as *const i32);
-                        let av = _mm512_set1_epi32(four);
-                        lo[r] = _mm512_dpbusd_epi32(lo[r], av, b0);
-                        hi[r] = _mm512_dpbusd_epi32(hi[r], av, b1);
+                    // Whole 6-row blocks: the written-out loop (R == MR, so the
+                    // lengths match).
+                    let (l, h) = block6(a.add(blk * INT8_BLOCK), lda, b.add(blk * INT8_BLOCK * NR));
+                    lo.copy_from_slice(&l);
+                    hi.copy_from_slice(&h);
+                } else {
+                    for g in blk * per_block..(blk + 1) * per_block {
+                        let b0 = _mm512_loadu_si512(b.add(g * GROUP * NR) as *const _);
+                        let b1 = _mm512_loadu_si512(b.add(g * GROUP * NR + 64) as *const _);
+                        for r in 0..R {
+                            let four =
+                                std::ptr::read_unaligned(a.add(r * lda + g * GROUP) as *const i32);
+                            let av = _mm512_set1_epi32(four);
+                            lo[r] = _mm512_dpbusd_epi32(lo[r], av, b0);
+                            hi[r] = _mm512_dpbusd_epi32(hi[r], av, b1);
+                        }
                     }
                 }
                 let c0 = _mm512_loadu_ps(out.col_sum.add(blk * NR));
@@ -325,7 +325,7 @@ pub mod int8 {
                 out("zmm6") h0, out("zmm7") h1, out("zmm8") h2,
                 out("zmm9") h3, out("zmm10") h4, out("zmm11") h5,
                 out("zmm12") _, out("zmm13") _, out("zmm14") _,
-                options(nostack, readonly),
+                options(nostack, readonly, preserves_flags),
             );
         }
         ([l0, l1, l2, l3, l4, l5], [h0, h1, h2, h3, h4, h5])
