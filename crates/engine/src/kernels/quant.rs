@@ -39,11 +39,11 @@ const INT8_PASS: usize = 256;
 /// Xeons since Ice Lake; AMD Zen 5 too, not measured there): its u8 activations take
 /// half the bytes of the AVX2 kernel's i16, so a 384-deep pass (96 rows × 384 = 36
 /// KiB, and a 12 KiB panel block) fits, a 384-wide layer runs in one pass and its
-/// output is written once, not twice. Measured on an Intel Xeon (AMX machine, 48 KiB L1): MiniLM's layers,
-/// 2,400 rows, 344-347 -> 361-368 G multiply-adds/s; the model (int8, 1,000 texts,
-/// 3 alternating runs) sorted batch 8 17,489-17,843 -> 19,039-19,338 tokens/s,
-/// batch 32 15,068-16,233 -> 15,774-16,624. Zen 4's 32 KiB L1 keeps 256 (not
-/// measured there with 384).
+/// output is written once, not twice. Measured on an Intel Xeon (AMX machine, 48
+/// KiB L1): MiniLM's layers, 2,400 rows, 344-347 -> 361-368 G multiply-adds/s; the
+/// model (int8, 1,000 texts, 3 alternating runs) sorted batch 8 17,489-17,843 ->
+/// 19,039-19,338 tokens/s, batch 32 15,068-16,233 -> 15,774-16,624. Zen 4's 32 KiB
+/// L1 keeps 256 (not measured there with 384).
 const VNNI_PASS: usize = 384;
 
 const _: () = assert!(INT8_PASS.is_multiple_of(INT8_BLOCK) && VNNI_PASS.is_multiple_of(INT8_BLOCK));
