@@ -3,7 +3,7 @@
 //! more than the L3). A short query is the cold case: each weight is read from
 //! memory once and used for only a few rows. One thread, every kernel this CPU has.
 //!
-//! `cargo run --release -p embgen-engine --example gemm_stream`
+//! `cargo run --release -p embgen-engine --example gemm_stream [ROWS...]` (default 4 8 16 32 96)
 
 use std::time::Instant;
 
@@ -22,7 +22,16 @@ fn main() {
                 Linear::new(&w, None, n, k, isa)
             })
             .collect();
-        for m in [4usize, 8, 16, 32, 96] {
+        let ms: Vec<usize> = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let ms = if ms.is_empty() {
+            vec![4, 8, 16, 32, 96]
+        } else {
+            ms
+        };
+        for &m in &ms {
             let x: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 * 0.01).collect();
             let mut out = vec![0f32; m * n];
             let mut row = format!("{isa:?} m={m:3}:");

@@ -242,6 +242,19 @@ fn row_tasks(m: usize, threads: usize, mr: usize, per_task: usize) -> Vec<Range<
     tasks
 }
 
+/// How a product's rows are shared among a pool's threads (see [`Linear::plan`]).
+pub(crate) enum Plan {
+    /// Row tasks in turn on the calling thread: there is one thread, or too little
+    /// work to wake another.
+    Serial(Vec<Range<usize>>),
+    /// Row tasks split between the threads: enough rows for each to stream every
+    /// weight panel past a block of its own.
+    Rows(Vec<Range<usize>>),
+    /// Few rows (a short query): the threads split the columns instead, so that
+    /// each streams half of the weights.
+    Columns,
+}
+
 /// Below this many multiply-adds a product runs on one thread: waking the others
 /// costs more than it saves.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -385,56 +398,96 @@ impl Linear {
         if m == 0 {
             return;
         }
-        let threads = rayon::current_num_threads();
-        let nr = self.nr();
-        let panels = n.div_ceil(nr);
         let c = SharedMut(out.as_mut_ptr());
-        // Every task prepares its rows, runs all columns for them, then its epilogue.
         let task = |rows: &Range<usize>| {
-            let m = rows.len();
-            let x = &x[rows.start * k..rows.end * k];
             // SAFETY: the tasks' row ranges do not overlap and lie inside `out`
             // (m × n), so this task's rows are its own.
-            let c = unsafe { std::slice::from_raw_parts_mut(c.get().add(rows.start * n), m * n) };
-            let a = self.prepare(x, m);
-            // SAFETY: `a` and `c` are this task's whole rows of `x` and `out`; `w` was
-            // packed for this layer's kernels, which the CPU has.
-            unsafe { self.product(&a, m, 0..panels, c.as_mut_ptr(), accumulate) };
-            epilogue(rows.start, c);
+            let c = unsafe {
+                std::slice::from_raw_parts_mut(c.get().add(rows.start * n), rows.len() * n)
+            };
+            let x = &x[rows.start * k..rows.end * k];
+            self.forward_task(x, rows.len(), c, accumulate, &|row0, c| {
+                epilogue(rows.start + row0, c)
+            });
         };
-        if threads == 1 || m * n * k < PARALLEL_MIN_WORK {
+        match self.plan(m) {
+            Plan::Serial(tasks) => tasks.iter().for_each(task),
+            Plan::Rows(tasks) => tasks.par_iter().for_each(task),
+            Plan::Columns => self.forward_columns(x, m, out, accumulate, epilogue),
+        }
+    }
+
+    /// How [`Self::forward`] shares a product of `m` rows among the current pool's
+    /// threads. Public to the engine so that a sublayer of two products (the MLP) can
+    /// run both on the same row tasks.
+    pub(crate) fn plan(&self, m: usize) -> Plan {
+        let threads = rayon::current_num_threads();
+        let (mr, per_task) = (self.mr(), self.isa.rows_per_task());
+        if threads == 1 || m * self.n * self.k < PARALLEL_MIN_WORK {
             // One thread still goes through the rows in tasks, so that a task's
             // activations and output stay in L2 while every weight panel passes:
             // in one piece, a batch's output (2,400 rows × 1,536) went to memory
             // and back once per depth pass.
-            for rows in &row_tasks(m, 1, self.mr(), self.isa.rows_per_task()) {
-                task(rows);
-            }
+            Plan::Serial(row_tasks(m, 1, mr, per_task))
         } else if m >= threads * 48 {
-            // Row blocks, split between the threads.
-            row_tasks(m, threads, self.mr(), self.isa.rows_per_task())
-                .par_iter()
-                .for_each(task);
+            Plan::Rows(row_tasks(m, threads, mr, per_task))
         } else {
-            // Few rows: prepare them once, split the columns, then run the epilogue
-            // over rows.
-            let a = self.prepare(x, m);
-            let per_task = panels.div_ceil(threads);
-            (0..panels.div_ceil(per_task))
-                .into_par_iter()
-                .for_each(|t| {
-                    let mine = t * per_task..((t + 1) * per_task).min(panels);
-                    // SAFETY: `out` is m × n; each task writes only its own panels' columns.
-                    unsafe {
-                        let cp = c.get().add(mine.start * nr);
-                        self.product(&a, m, mine, cp, accumulate)
-                    };
-                });
-            let rows = m.div_ceil(threads).max(1);
-            out.par_chunks_mut(rows * n)
-                .enumerate()
-                .for_each(|(i, c)| epilogue(i * rows, c));
+            Plan::Columns
         }
+    }
+
+    /// [`Self::forward`] of one row task's rows (at most [`Isa::rows_per_task`] of
+    /// them, or a few more), on the calling thread: prepares the rows, runs all
+    /// columns for them, then the epilogue, all while they are in cache.
+    pub(crate) fn forward_task(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        accumulate: bool,
+        epilogue: Epilogue<'_>,
+    ) {
+        assert_eq!(x.len(), m * self.k);
+        assert_eq!(out.len(), m * self.n);
+        let panels = self.n.div_ceil(self.nr());
+        let a = self.prepare(x, m);
+        // SAFETY: `a` and `out` are whole rows of the layer's input and output; `w`
+        // was packed for this layer's kernels, which the CPU has.
+        unsafe { self.product(&a, m, 0..panels, out.as_mut_ptr(), accumulate) };
+        epilogue(0, out);
+    }
+
+    /// [`Self::forward`] of few rows: prepare them once, split the columns between
+    /// the threads, then run the epilogue over rows.
+    fn forward_columns(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        accumulate: bool,
+        epilogue: Epilogue<'_>,
+    ) {
+        let threads = rayon::current_num_threads();
+        let n = self.n;
+        let nr = self.nr();
+        let panels = n.div_ceil(nr);
+        let c = SharedMut(out.as_mut_ptr());
+        let a = self.prepare(x, m);
+        let per_task = panels.div_ceil(threads);
+        (0..panels.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|t| {
+                let mine = t * per_task..((t + 1) * per_task).min(panels);
+                // SAFETY: `out` is m × n; each task writes only its own panels' columns.
+                unsafe {
+                    let cp = c.get().add(mine.start * nr);
+                    self.product(&a, m, mine, cp, accumulate)
+                };
+            });
+        let rows = m.div_ceil(threads).max(1);
+        out.par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(i, c)| epilogue(i * rows, c));
     }
 
     /// # Safety
