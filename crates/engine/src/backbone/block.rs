@@ -10,7 +10,7 @@
 //!   the next input is normalized, all in the epilogue of the product that made it.
 
 use super::attention::SelfAttention;
-use super::mlp::Mlp;
+use super::mlp::{Input, Mlp};
 use super::norm::Norm;
 use super::{Batch, Size, Workspace};
 use crate::kernels::gemm::SharedMut;
@@ -73,10 +73,9 @@ impl Block {
                 out.forward(&ctx[..t * cw], t, hs, true, &|_, rows| {
                     attn.apply(rows, out.bias.as_deref())
                 });
-                let inner = self.mlp.inner(hs, t, up, gated);
-                down.forward(inner, t, hs, true, &|_, rows| {
-                    mlp.apply(rows, down.bias.as_deref())
-                });
+                let epilogue = |_: usize, rows: &mut [f32]| mlp.apply(rows, down.bias.as_deref());
+                self.mlp
+                    .forward(Input::Output, t, hs, true, &epilogue, up, gated);
             }
             Norms::Pre { attn, mlp } => {
                 let normed = scratch(normed, t * h);
@@ -95,12 +94,13 @@ impl Block {
                     // SAFETY: this epilogue's rows of `normed` (t × h), no one else's.
                     mlp.apply_to(rows, unsafe { rows_of(next, row0, rows.len() / h, h) });
                 });
-                let inner = self.mlp.inner(normed, t, up, gated);
-                down.forward(inner, t, hs, true, &|_, rows| {
+                let epilogue = |_: usize, rows: &mut [f32]| {
                     if let Some(b) = &down.bias {
                         math::bias_add(rows, b);
                     }
-                });
+                };
+                self.mlp
+                    .forward(Input::Rows(normed), t, hs, true, &epilogue, up, gated);
             }
             Norms::Sandwich {
                 pre_attn,
@@ -124,12 +124,13 @@ impl Block {
                     add(s, rows);
                     pre_mlp.apply_to(s, x);
                 });
-                let inner = self.mlp.inner(normed, t, up, gated);
-                down.forward(inner, t, tmp, false, &|row0, rows| {
+                let epilogue = |row0: usize, rows: &mut [f32]| {
                     post_mlp.apply(rows, down.bias.as_deref());
                     // SAFETY: as above.
                     add(unsafe { rows_of(stream, row0, rows.len() / h, h) }, rows);
-                });
+                };
+                self.mlp
+                    .forward(Input::Rows(normed), t, tmp, false, &epilogue, up, gated);
             }
         }
     }
