@@ -105,9 +105,14 @@ impl Mlp {
             Plan::Serial(tasks) => (tasks, false),
             Plan::Rows(tasks) => (tasks, true),
         };
+        // One pointer for both roles where the input is the output: a second
+        // `as_mut_ptr` would be a new borrow that invalidates the first.
         let out = SharedMut(dst.as_mut_ptr());
         let x = match input {
-            Input::Output => SharedMut(dst.as_mut_ptr()),
+            Input::Output => {
+                assert_eq!(h, down.n, "an MLP reading its output keeps the width");
+                out
+            }
             Input::Rows(x) => {
                 assert_eq!(x.len(), t * h);
                 SharedMut(x.as_ptr() as *mut f32)
