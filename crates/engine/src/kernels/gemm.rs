@@ -251,7 +251,7 @@ pub(crate) enum Plan {
     /// weight panel past a block of its own.
     Rows(Vec<Range<usize>>),
     /// Few rows (a short query): the threads split the columns instead, so that
-    /// each streams half of the weights.
+    /// each streams its share of the weights.
     Columns,
 }
 

@@ -6,6 +6,8 @@ use super::math::exp;
 
 /// Lanes per chunk: two AVX2 vectors, one AVX-512 vector, four NEON vectors.
 const LANES: usize = 16;
+// `fold_lanes` halves the lanes until one is left.
+const _: () = assert!(LANES.is_power_of_two());
 
 /// Which lanes of the chunk starting at `start` lie inside `cols`, as 32-bit lane
 /// compares so that the mask is built in registers (a `Range::contains` per lane
