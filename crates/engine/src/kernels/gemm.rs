@@ -436,9 +436,9 @@ impl Linear {
         }
     }
 
-    /// [`Self::forward`] of one row task's rows (at most [`Isa::rows_per_task`] of
-    /// them, or a few more), on the calling thread: prepares the rows, runs all
-    /// columns for them, then the epilogue, all while they are in cache.
+    /// [`Self::forward`] of one row task's rows, on the calling thread: prepares the
+    /// rows, runs all columns for them, then the epilogue, all while they are in
+    /// cache. The caller keeps the rows few enough for that ([`Isa::rows_per_task`]).
     pub(crate) fn forward_task(
         &self,
         x: &[f32],
