@@ -34,9 +34,9 @@ pub enum Mlp {
 
 thread_local! {
     /// A row task's intermediate (the up projection's output, and a gated MLP's
-    /// product of its two halves),
-    /// kept per thread from task to task so that it stays in L2: fresh rows of a
-    /// batch-sized buffer would be fetched from memory before each write.
+    /// product of its two halves), kept per thread from task to task so that it
+    /// stays in L2: fresh rows of a batch-sized buffer would be fetched from memory
+    /// before each write.
     static TASK_SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
@@ -124,11 +124,6 @@ impl Mlp {
             // Taken, not borrowed: should a task ever run inside another on the same
             // thread, it gets buffers of its own instead of a panic.
             let (mut wide_buf, mut gated_buf) = TASK_SCRATCH.take();
-            let wide = scratch(&mut wide_buf, n * up.n);
-            let gated = match self {
-                Mlp::Plain { .. } => &mut [][..],
-                Mlp::Gated { .. } => scratch(&mut gated_buf, n * self.intermediate()),
-            };
             // SAFETY: the tasks' row ranges are disjoint and inside the t rows that
             // `x` and `dst` hold (t × h, t × down.n), so each task reads and writes
             // only its own rows. Where `x` is `dst` (Input::Output), this task's rows
@@ -137,7 +132,7 @@ impl Mlp {
             unsafe {
                 let inner = {
                     let x = std::slice::from_raw_parts(x.get().add(rows.start * h), n * h);
-                    self.inner_into(x, n, wide, gated, Run::Here)
+                    self.inner(x, n, &mut wide_buf, &mut gated_buf, Run::Here)
                 };
                 let out =
                     std::slice::from_raw_parts_mut(out.get().add(rows.start * down.n), n * down.n);
@@ -161,7 +156,7 @@ impl Mlp {
     }
 
     /// The input of the down projection for `x` (`t × hidden`): `t × intermediate`,
-    /// in `up_buf` (plain) or `gated_buf` (gated).
+    /// in `up_buf` (plain) or `gated_buf` (gated), the products run as `run` says.
     fn inner<'a>(
         &self,
         x: &[f32],
@@ -176,19 +171,6 @@ impl Mlp {
             Mlp::Plain { .. } => &mut [][..],
             Mlp::Gated { .. } => scratch(gated_buf, t * self.intermediate()),
         };
-        self.inner_into(x, t, wide, gated, run)
-    }
-
-    /// [`Self::inner`] into given rows: `wide` holds the up projection's `t × up.n`
-    /// outputs, `gated` (gated MLPs only) the `t × intermediate` result.
-    fn inner_into<'a>(
-        &self,
-        x: &[f32],
-        t: usize,
-        wide: &'a mut [f32],
-        gated: &'a mut [f32],
-        run: Run,
-    ) -> &'a [f32] {
         let forward = |l: &Linear, out: &mut [f32], epilogue: Epilogue<'_>| match run {
             Run::Split => l.forward(x, t, out, false, epilogue),
             Run::Here => l.forward_task(x, t, out, false, epilogue),
