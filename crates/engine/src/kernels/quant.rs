@@ -43,7 +43,9 @@ const INT8_PASS: usize = 256;
 /// KiB L1): MiniLM's layers, 2,400 rows, 344-347 -> 361-368 G multiply-adds/s; the
 /// model (int8, 1,000 texts, 3 alternating runs) sorted batch 8 17,489-17,843 ->
 /// 19,039-19,338 tokens/s, batch 32 15,068-16,233 -> 15,774-16,624. Zen 4's 32 KiB
-/// L1 keeps 256 (not measured there with 384).
+/// L1 keeps 256 (not measured there with 384). The AVX-VNNI kernel's codes are u8
+/// too and it takes the same depth: on the same Xeon its layers ran alike with 384
+/// and 256 (306-326 and 313-324 G multiply-adds/s, alternating).
 const VNNI_PASS: usize = 384;
 
 const _: () = assert!(INT8_PASS.is_multiple_of(INT8_BLOCK) && VNNI_PASS.is_multiple_of(INT8_BLOCK));
@@ -81,6 +83,8 @@ const INT8_WHOLE_DEPTH: usize = 16 * 1536;
 pub enum LowKernel {
     /// int8, AVX-512 VNNI `vpdpbusd` (unsigned activations).
     Vnni,
+    /// int8, AVX-VNNI `vpdpbusd` on ymm registers (unsigned activations).
+    AvxVnni,
     /// int8, AVX2 `vpmaddwd` on i16 (exact at 8 bits).
     Avx2,
     /// int8, NEON `sdot`.
@@ -96,11 +100,15 @@ pub enum LowKernel {
 impl LowKernel {
     /// The int8 kernel for a model loaded for `isa`: the fastest one the CPU has
     /// within that instruction set (so forcing AVX2 on an AVX-512 machine tests the
-    /// AVX2 kernel). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
+    /// AVX2 kernels). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
     pub fn int8_for(isa: Isa) -> LowKernel {
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if std::is_x86_feature_detected!("avx512vnni") => LowKernel::Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx2 if std::is_x86_feature_detected!("avxvnni") => {
+                LowKernel::AvxVnni
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx2 => LowKernel::Avx2,
             #[cfg(target_arch = "aarch64")]
@@ -140,10 +148,14 @@ impl LowKernel {
                 }
             }
         }
-        // A CPU with AMX has AVX-512 BF16 too: its kernel stays tested.
+        // A CPU with AMX has AVX-512 BF16 too, and one with AVX-VNNI has AVX2: the
+        // kernels they would run without stay tested.
         #[cfg(target_arch = "x86_64")]
         if all.contains(&LowKernel::Bf16Amx) && std::is_x86_feature_detected!("avx512bf16") {
             all.push(LowKernel::Bf16Dot);
+        }
+        if all.contains(&LowKernel::AvxVnni) {
+            all.push(LowKernel::Avx2);
         }
         all
     }
@@ -151,6 +163,7 @@ impl LowKernel {
     pub fn name(self) -> &'static str {
         match self {
             LowKernel::Vnni => "int8 avx512-vnni",
+            LowKernel::AvxVnni => "int8 avx-vnni",
             LowKernel::Avx2 => "int8 avx2",
             LowKernel::NeonDot => "int8 neon-dotprod",
             LowKernel::Portable => "int8 portable",
@@ -168,7 +181,7 @@ impl LowKernel {
     pub fn isa(self) -> Isa {
         match self {
             LowKernel::Vnni | LowKernel::Bf16Dot | LowKernel::Bf16Amx => Isa::Avx512,
-            LowKernel::Avx2 => Isa::Avx2,
+            LowKernel::AvxVnni | LowKernel::Avx2 => Isa::Avx2,
             LowKernel::NeonDot => Isa::Neon,
             LowKernel::Portable => Isa::Portable,
         }
@@ -219,6 +232,8 @@ impl LowKernel {
             LowKernel::Bf16Dot => of!(micro::avx512::dot_bf16),
             #[cfg(target_arch = "x86_64")]
             LowKernel::Bf16Amx => of!(micro::amx),
+            #[cfg(target_arch = "x86_64")]
+            LowKernel::AvxVnni => of!(micro::avx2::vnni),
             #[cfg(target_arch = "x86_64")]
             LowKernel::Avx2 => of!(micro::avx2::int8),
             #[cfg(target_arch = "aarch64")]
@@ -423,6 +438,9 @@ impl LowPacked {
         match self.kernel {
             // Unsigned codes, as vpdpbusd and (widened) vpmaddwd take them.
             LowKernel::Vnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_u8)),
+            // Not the AVX-512 quantizer: AVX-VNNI runs where AVX-512 is absent (or
+            // was turned off with `--isa avx2`, which then means it).
+            LowKernel::AvxVnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_u8_avx2)),
             LowKernel::Avx2 => LowRows::I16(
                 quantize_rows(x, m, k, stride, quantize_i16).interleaved(self.kernel.mr()),
             ),
@@ -487,7 +505,7 @@ impl LowPacked {
         let blocks = self.blocks();
         let per_pass = if blocks > 0 && m * groups * group > INT8_WHOLE_DEPTH {
             let depth = match self.kernel {
-                LowKernel::Vnni => vnni_pass(),
+                LowKernel::Vnni | LowKernel::AvxVnni => vnni_pass(),
                 _ => INT8_PASS,
             };
             depth / group
@@ -537,6 +555,17 @@ impl LowPacked {
                         #[cfg(target_arch = "x86_64")]
                         (LowKernel::Vnni, LowRows::U8(q), Codes::I8(w)) => {
                             micro::avx512::int8::rows(
+                                pass,
+                                q.codes.as_ptr().add(lhs),
+                                q.stride,
+                                m,
+                                w.as_ptr().add(at),
+                                out,
+                            )
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        (LowKernel::AvxVnni, LowRows::U8(q), Codes::I8(w)) => {
+                            micro::avx2::vnni::rows(
                                 pass,
                                 q.codes.as_ptr().add(lhs),
                                 q.stride,
@@ -814,6 +843,39 @@ fn block_params(lo: f32, hi: f32) -> (f32, f32, f32) {
     }
 }
 
+/// The last block of row `r` (`row`, its values) if it is a partial one, as the
+/// generic loop quantizes it: for the SIMD quantizers, which run whole blocks only.
+#[cfg(target_arch = "x86_64")]
+fn quantize_tail<T: Copy>(
+    row: &[f32],
+    r: usize,
+    stride: usize,
+    codes: &mut [T],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+    code: impl Fn(i32) -> T,
+) {
+    let (k, blocks) = (row.len(), stride / INT8_BLOCK);
+    let whole = k / INT8_BLOCK;
+    if whole < blocks && whole * INT8_BLOCK < k {
+        let tail = whole * INT8_BLOCK;
+        let (mut s, mut sh) = ([0f32], [0f32]);
+        let cs = &mut codes[r * stride + tail..r * stride + tail + INT8_BLOCK];
+        quantize_into(
+            &row[tail..],
+            k - tail,
+            INT8_BLOCK,
+            0,
+            code,
+            cs,
+            &mut s,
+            &mut sh,
+        );
+        scales[r * blocks + whole] = s[0];
+        shifts[r * blocks + whole] = sh[0];
+    }
+}
+
 /// [`quantize_into`] for unsigned codes on AVX-512: the same arithmetic in the same
 /// order, so the same codes, scales and shifts, but each block's range, scale and
 /// zero point are found for sixteen blocks at once (three vector divisions per
@@ -918,24 +980,167 @@ unsafe fn quantize_u8_avx512(
                 }
             }
         }
-        if whole < blocks && whole * INT8_BLOCK < k {
-            // The last, partial block, as the generic loop does it.
-            let tail = whole * INT8_BLOCK;
-            let (mut s, mut sh) = ([0f32], [0f32]);
-            let cs = &mut codes[r * stride + tail..r * stride + tail + INT8_BLOCK];
-            quantize_into(
-                &row[tail..],
-                k - tail,
-                INT8_BLOCK,
-                0,
-                |u| u as u8,
-                cs,
-                &mut s,
-                &mut sh,
-            );
-            scales[r * blocks + whole] = s[0];
-            shifts[r * blocks + whole] = sh[0];
+        quantize_tail(row, r, stride, codes, scales, shifts, |u| u as u8);
+    }
+}
+
+/// Codes the AVX2 quantizer writes: 64 codes of a block from its eight vectors of
+/// eight i32 codes (each in [0, 255]).
+#[cfg(target_arch = "x86_64")]
+trait Avx2Code: Copy {
+    /// # Safety
+    /// `dst` must be valid for 64 codes; the CPU must have AVX2.
+    unsafe fn store64(dst: *mut Self, v: &[std::arch::x86_64::__m256i; 8]);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2Code for u8 {
+    #[inline(always)]
+    unsafe fn store64(dst: *mut u8, v: &[std::arch::x86_64::__m256i; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise (64 bytes at `dst`, AVX2).
+        unsafe {
+            // packs/packus work within 128-bit lanes: four vectors come out as
+            // dwords of four codes in the order 0 2 4 6 1 3 5 7 (of the eight
+            // quarters), which one permutation puts back.
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            for half in 0..2 {
+                let [a, b, c, d] = [
+                    v[4 * half],
+                    v[4 * half + 1],
+                    v[4 * half + 2],
+                    v[4 * half + 3],
+                ];
+                let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+                let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+                _mm256_storeu_si256(dst.add(32 * half) as *mut __m256i, bytes);
+            }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2Code for i16 {
+    #[inline(always)]
+    unsafe fn store64(dst: *mut i16, v: &[std::arch::x86_64::__m256i; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's promise (64 codes at `dst`, AVX2).
+        unsafe {
+            for pair in 0..4 {
+                let words = _mm256_packs_epi32(v[2 * pair], v[2 * pair + 1]);
+                // Quarters 0 2 1 3 -> 0 1 2 3.
+                let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(words);
+                _mm256_storeu_si256(dst.add(16 * pair) as *mut __m256i, words);
+            }
+        }
+    }
+}
+
+/// [`quantize_into`] with unsigned codes (`offset` 0) on AVX2, as
+/// [`quantize_u8_avx512`] does it on AVX-512: the same arithmetic in the same order,
+/// so the same codes, scales and shifts, with eight blocks' parameters found at once.
+/// Compiled from the generic loop, quantizing took 8.4% of all-MiniLM-L6-v2's int8
+/// time with the AVX-VNNI kernel (batch 32, an Intel Xeon with `--isa avx2`).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2<T: Avx2Code>(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    codes: &mut [T],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+    code: impl Fn(i32) -> T,
+) {
+    use std::arch::x86_64::*;
+    /// Blocks whose parameters are computed together: one vector of each.
+    const LANES: usize = 8;
+    let blocks = stride / INT8_BLOCK;
+    let whole = k / INT8_BLOCK;
+    let rows = x.len() / k.max(1);
+    assert!(whole <= blocks && codes.len() >= rows * stride);
+    assert!(scales.len() >= rows * blocks && shifts.len() >= rows * blocks);
+    let zero = _mm256_setzero_ps();
+    let top = _mm256_set1_ps(255.0);
+    let mut lo = [0f32; LANES];
+    let mut hi = [0f32; LANES];
+    let mut zs = [0f32; LANES];
+    let mut invs = [0f32; LANES];
+    let mut out = [0f32; LANES];
+    for r in 0..rows {
+        let row = &x[r * k..(r + 1) * k];
+        for first in (0..whole).step_by(LANES) {
+            let n = LANES.min(whole - first);
+            // SAFETY (this block): blocks first..first + n are whole blocks of `row`
+            // (n <= whole - first) with codes, scales and shifts inside their slices
+            // (checked above); the CPU has AVX2 (the caller's promise).
+            unsafe {
+                for j in 0..n {
+                    let xs = row.as_ptr().add((first + j) * INT8_BLOCK);
+                    // minps/maxps return the second operand when either is NaN: with
+                    // the running range second, NaN is dropped as `range` drops it.
+                    let (mut l, mut h) = (zero, zero);
+                    for i in 0..INT8_BLOCK / 8 {
+                        let v = _mm256_loadu_ps(xs.add(8 * i));
+                        l = _mm256_min_ps(v, l);
+                        h = _mm256_max_ps(v, h);
+                    }
+                    let l = _mm_min_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps::<1>(l));
+                    let h = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+                    let l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+                    let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+                    lo[j] = _mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps::<1>(l, l)));
+                    hi[j] = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps::<1>(h, h)));
+                }
+                // `block_params` for eight blocks (lanes past n are unused).
+                let (l, h) = (_mm256_loadu_ps(lo.as_ptr()), _mm256_loadu_ps(hi.as_ptr()));
+                let s = _mm256_div_ps(_mm256_sub_ps(h, l), top);
+                let usable = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(h, l),
+                    _mm256_and_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(s, zero),
+                        _mm256_cmp_ps::<_CMP_LT_OQ>(s, _mm256_set1_ps(f32::INFINITY)),
+                    ),
+                );
+                let z = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_div_ps(_mm256_sub_ps(zero, l), s),
+                );
+                let z = _mm256_min_ps(_mm256_max_ps(z, zero), top);
+                let inv = _mm256_div_ps(_mm256_set1_ps(1.0), s);
+                let s = _mm256_blendv_ps(_mm256_set1_ps(1.0), s, usable);
+                let z = _mm256_and_ps(usable, z);
+                let inv = _mm256_and_ps(usable, inv);
+                let at = r * blocks + first;
+                _mm256_storeu_ps(out.as_mut_ptr(), s);
+                scales[at..at + n].copy_from_slice(&out[..n]);
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(s, z));
+                shifts[at..at + n].copy_from_slice(&out[..n]);
+                _mm256_storeu_ps(zs.as_mut_ptr(), z);
+                _mm256_storeu_ps(invs.as_mut_ptr(), inv);
+                for j in 0..n {
+                    let xs = row.as_ptr().add((first + j) * INT8_BLOCK);
+                    let cs = codes
+                        .as_mut_ptr()
+                        .add(r * stride + (first + j) * INT8_BLOCK);
+                    let (inv, z) = (_mm256_set1_ps(invs[j]), _mm256_set1_ps(zs[j]));
+                    let mut u = [_mm256_setzero_si256(); 8];
+                    for (i, u) in u.iter_mut().enumerate() {
+                        // As the AVX-512 quantizer: product, then sum (not fused),
+                        // NaN to 0 (maxps's second operand), clamped to [0, 255]
+                        // before the conversion rounds ties to even.
+                        let v = _mm256_loadu_ps(xs.add(8 * i));
+                        let t = _mm256_add_ps(_mm256_mul_ps(v, inv), z);
+                        let t = _mm256_min_ps(_mm256_max_ps(t, zero), top);
+                        *u = _mm256_cvtps_epi32(t);
+                    }
+                    T::store64(cs, &u);
+                }
+            }
+        }
+        quantize_tail(row, r, stride, codes, scales, shifts, &code);
     }
 }
 
@@ -957,10 +1162,39 @@ fn quantize_u8(
     quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
 }
 
-simd_fn! {
-    fn quantize_i16(x: &[f32], k: usize, stride: usize, codes: &mut [i16], scales: &mut [f32], shifts: &mut [f32]) {
-        quantize_into(x, k, stride, 0, |u| u as i16, codes, scales, shifts)
+/// Unsigned codes for the AVX-VNNI kernel, which runs without AVX-512 (or with it
+/// turned off): [`quantize_avx2`].
+fn quantize_u8_avx2(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { quantize_avx2(x, k, stride, codes, scales, shifts, |u| u as u8) };
     }
+    quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
+}
+
+/// Unsigned codes widened for the exact AVX2 kernel: [`quantize_avx2`].
+fn quantize_i16(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    codes: &mut [i16],
+    scales: &mut [f32],
+    shifts: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { quantize_avx2(x, k, stride, codes, scales, shifts, |u| u as i16) };
+    }
+    quantize_into(x, k, stride, 0, |u| u as i16, codes, scales, shifts)
 }
 
 simd_fn! {
@@ -1230,12 +1464,12 @@ mod tests {
         }
     }
 
-    /// The AVX-512 quantizer against the generic loop it replaces: the same codes,
+    /// The AVX-512 and AVX2 quantizers against the generic loop they replace: the same codes,
     /// scales and shifts bit for bit, on whole and partial blocks, rows padded with
     /// whole blocks the quantizer must not touch, and blocks holding NaN, infinities,
     /// zeros only, one constant, ties, a range too small for a scale, and outliers.
     #[test]
-    fn avx512_quantizer_matches_the_generic_one() {
+    fn simd_quantizers_match_the_generic_one() {
         for (m, k, stride) in [
             (3, 384, 384),
             (2, 100, 128),
@@ -1306,6 +1540,23 @@ mod tests {
                 // SAFETY: the CPU has AVX-512F/BW (checked).
                 let direct = run(&|c, s, h| unsafe { quantize_u8_avx512(&x, k, stride, c, s, h) });
                 assert_eq!(direct, want, "m {m}, k {k}, stride {stride}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA (checked).
+                let direct =
+                    run(&|c, s, h| unsafe { quantize_avx2(&x, k, stride, c, s, h, |u| u as u8) });
+                assert_eq!(direct, want, "avx2 u8: m {m}, k {k}, stride {stride}");
+                // The i16 codes of the exact AVX2 kernel: the same values, widened.
+                let wide = run(&|c, s, h| {
+                    let mut wide: Vec<i16> = c.iter().map(|&v| v.into()).collect();
+                    // SAFETY: as above.
+                    unsafe { quantize_avx2(&x, k, stride, &mut wide, s, h, |u| u as i16) };
+                    for (c, w) in c.iter_mut().zip(wide) {
+                        *c = u8::try_from(w).expect("codes are in [0, 255]");
+                    }
+                });
+                assert_eq!(wide, want, "avx2 i16: m {m}, k {k}, stride {stride}");
             }
         }
     }
