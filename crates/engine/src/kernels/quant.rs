@@ -44,8 +44,10 @@ const INT8_PASS: usize = 256;
 /// model (int8, 1,000 texts, 3 alternating runs) sorted batch 8 17,489-17,843 ->
 /// 19,039-19,338 tokens/s, batch 32 15,068-16,233 -> 15,774-16,624. Zen 4's 32 KiB
 /// L1 keeps 256 (not measured there with 384). The AVX-VNNI kernel's codes are u8
-/// too and it takes the same depth: on the same Xeon its layers ran alike with 384
-/// and 256 (306-326 and 313-324 G multiply-adds/s, alternating).
+/// too and it takes the same depth (its 16-wide panel block is 6 KiB): on the same
+/// Xeon its layers ran alike with 384 and 256 (306-326 and 313-324 G multiply-adds/s,
+/// alternating). The size is the first CPU's: on Intel's hybrid clients a P-core's
+/// 48 KiB, where the E-cores have 32 KiB.
 const VNNI_PASS: usize = 384;
 
 const _: () = assert!(INT8_PASS.is_multiple_of(INT8_BLOCK) && VNNI_PASS.is_multiple_of(INT8_BLOCK));
@@ -99,8 +101,8 @@ pub enum LowKernel {
 
 impl LowKernel {
     /// The int8 kernel for a model loaded for `isa`: the fastest one the CPU has
-    /// within that instruction set (so forcing AVX2 on an AVX-512 machine tests the
-    /// AVX2 kernels). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
+    /// within that instruction set (so forcing AVX2 on an AVX-512 machine measures
+    /// the kernel of an AVX2-class CPU like it: AVX-VNNI where the CPU has that). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
     pub fn int8_for(isa: Isa) -> LowKernel {
         match isa {
             #[cfg(target_arch = "x86_64")]
@@ -440,9 +442,9 @@ impl LowPacked {
             LowKernel::Vnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_u8)),
             // Not the AVX-512 quantizer: AVX-VNNI runs where AVX-512 is absent (or
             // was turned off with `--isa avx2`, which then means it).
-            LowKernel::AvxVnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_u8_avx2)),
+            LowKernel::AvxVnni => LowRows::U8(quantize_rows(x, m, k, stride, quantize_unsigned)),
             LowKernel::Avx2 => LowRows::I16(
-                quantize_rows(x, m, k, stride, quantize_i16).interleaved(self.kernel.mr()),
+                quantize_rows(x, m, k, stride, quantize_unsigned).interleaved(self.kernel.mr()),
             ),
             // sdot is signed: codes − 128, and the shift counts the 128.
             LowKernel::NeonDot | LowKernel::Portable => {
@@ -984,17 +986,27 @@ unsafe fn quantize_u8_avx512(
     }
 }
 
-/// Codes the AVX2 quantizer writes: 64 codes of a block from its eight vectors of
-/// eight i32 codes (each in [0, 255]).
-#[cfg(target_arch = "x86_64")]
-trait Avx2Code: Copy {
+/// An unsigned code type ([0, 255] as it is, `offset` 0) and how the AVX2 quantizer
+/// writes it: one source for both the vector path and its scalar tail.
+trait UnsignedCode: Copy {
+    fn from_code(u: i32) -> Self;
+
+    /// Writes a block's 64 codes from its eight vectors of eight i32 codes (each in
+    /// [0, 255]). Inlined into [`quantize_avx2`], whose target features it uses.
+    ///
     /// # Safety
     /// `dst` must be valid for 64 codes; the CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn store64(dst: *mut Self, v: &[std::arch::x86_64::__m256i; 8]);
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Avx2Code for u8 {
+impl UnsignedCode for u8 {
+    #[inline(always)]
+    fn from_code(u: i32) -> u8 {
+        u as u8
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn store64(dst: *mut u8, v: &[std::arch::x86_64::__m256i; 8]) {
         use std::arch::x86_64::*;
@@ -1019,8 +1031,13 @@ impl Avx2Code for u8 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Avx2Code for i16 {
+impl UnsignedCode for i16 {
+    #[inline(always)]
+    fn from_code(u: i32) -> i16 {
+        u as i16
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn store64(dst: *mut i16, v: &[std::arch::x86_64::__m256i; 8]) {
         use std::arch::x86_64::*;
@@ -1038,22 +1055,23 @@ impl Avx2Code for i16 {
 
 /// [`quantize_into`] with unsigned codes (`offset` 0) on AVX2, as
 /// [`quantize_u8_avx512`] does it on AVX-512: the same arithmetic in the same order,
-/// so the same codes, scales and shifts, with eight blocks' parameters found at once.
+/// so the same codes, scales and shifts (but for the sign of a zero shift: `0 − lo`
+/// here where the generic loop negates, as on AVX-512), with eight blocks'
+/// parameters found at once.
 /// Compiled from the generic loop, quantizing took 8.4% of all-MiniLM-L6-v2's int8
 /// time with the AVX-VNNI kernel (batch 32, an Intel Xeon with `--isa avx2`).
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_avx2<T: Avx2Code>(
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2<T: UnsignedCode>(
     x: &[f32],
     k: usize,
     stride: usize,
     codes: &mut [T],
     scales: &mut [f32],
     shifts: &mut [f32],
-    code: impl Fn(i32) -> T,
 ) {
     use std::arch::x86_64::*;
     /// Blocks whose parameters are computed together: one vector of each.
@@ -1140,7 +1158,7 @@ unsafe fn quantize_avx2<T: Avx2Code>(
                 }
             }
         }
-        quantize_tail(row, r, stride, codes, scales, shifts, &code);
+        quantize_tail(row, r, stride, codes, scales, shifts, T::from_code);
     }
 }
 
@@ -1162,39 +1180,22 @@ fn quantize_u8(
     quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
 }
 
-/// Unsigned codes for the AVX-VNNI kernel, which runs without AVX-512 (or with it
-/// turned off): [`quantize_avx2`].
-fn quantize_u8_avx2(
+/// Unsigned codes for the kernels of the AVX2 class: u8 for AVX-VNNI (which runs
+/// without AVX-512, or with it turned off), i16 for the exact `vpmaddwd` kernel.
+fn quantize_unsigned<T: UnsignedCode>(
     x: &[f32],
     k: usize,
     stride: usize,
-    codes: &mut [u8],
+    codes: &mut [T],
     scales: &mut [f32],
     shifts: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { quantize_avx2(x, k, stride, codes, scales, shifts, |u| u as u8) };
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { quantize_avx2(x, k, stride, codes, scales, shifts) };
     }
-    quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
-}
-
-/// Unsigned codes widened for the exact AVX2 kernel: [`quantize_avx2`].
-fn quantize_i16(
-    x: &[f32],
-    k: usize,
-    stride: usize,
-    codes: &mut [i16],
-    scales: &mut [f32],
-    shifts: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { quantize_avx2(x, k, stride, codes, scales, shifts, |u| u as i16) };
-    }
-    quantize_into(x, k, stride, 0, |u| u as i16, codes, scales, shifts)
+    quantize_into(x, k, stride, 0, T::from_code, codes, scales, shifts)
 }
 
 simd_fn! {
@@ -1464,10 +1465,11 @@ mod tests {
         }
     }
 
-    /// The AVX-512 and AVX2 quantizers against the generic loop they replace: the same codes,
-    /// scales and shifts bit for bit, on whole and partial blocks, rows padded with
-    /// whole blocks the quantizer must not touch, and blocks holding NaN, infinities,
-    /// zeros only, one constant, ties, a range too small for a scale, and outliers.
+    /// The AVX-512 and AVX2 quantizers against the generic loop they replace: the
+    /// same codes, scales and shifts bit for bit (but for the sign of a zero shift),
+    /// on whole and partial blocks, rows padded with whole blocks the quantizer must
+    /// not touch, and blocks holding NaN, infinities, zeros only, one constant, ties,
+    /// a range too small for a scale, and outliers.
     #[test]
     fn simd_quantizers_match_the_generic_one() {
         for (m, k, stride) in [
@@ -1524,8 +1526,9 @@ mod tests {
                 (
                     codes,
                     scales.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    // A zero block's shift may be 0 or -0 (maxps keeps +0 where
-                    // `f32::clamp` keeps -0): the same shift.
+                    // A block of no negative value has zero point 0, whose shift
+                    // is -0 in the generic loop (it negates `lo`, and `clamp` keeps
+                    // -0) and +0 in the SIMD ones (`0 - lo`, and maxps): the same.
                     shifts
                         .iter()
                         .map(|v| (v + 0.0).to_bits())
@@ -1542,16 +1545,15 @@ mod tests {
                 assert_eq!(direct, want, "m {m}, k {k}, stride {stride}");
             }
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has AVX2 and FMA (checked).
-                let direct =
-                    run(&|c, s, h| unsafe { quantize_avx2(&x, k, stride, c, s, h, |u| u as u8) });
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked).
+                let direct = run(&|c, s, h| unsafe { quantize_avx2(&x, k, stride, c, s, h) });
                 assert_eq!(direct, want, "avx2 u8: m {m}, k {k}, stride {stride}");
                 // The i16 codes of the exact AVX2 kernel: the same values, widened.
                 let wide = run(&|c, s, h| {
                     let mut wide: Vec<i16> = c.iter().map(|&v| v.into()).collect();
                     // SAFETY: as above.
-                    unsafe { quantize_avx2(&x, k, stride, &mut wide, s, h, |u| u as i16) };
+                    unsafe { quantize_avx2(&x, k, stride, &mut wide, s, h) };
                     for (c, w) in c.iter_mut().zip(wide) {
                         *c = u8::try_from(w).expect("codes are in [0, 255]");
                     }

@@ -322,8 +322,8 @@ pub mod int8 {
 ///
 /// The block is the AVX2 kernel's 6 × 16 (12 i32 accumulators, two panel rows, one
 /// broadcast), over groups of four depth bytes, packed as the AVX-512 VNNI kernel
-/// packs them at half its width. Activations are plain rows (the u8 codes of
-/// `quantize_u8`), as the AVX-512 kernel reads them.
+/// packs them at half its width. Activations are plain rows of u8 codes, as the
+/// AVX-512 kernel reads them.
 pub mod vnni {
     use super::*;
     use crate::kernels::micro::{Dequant, INT8_BLOCK};
