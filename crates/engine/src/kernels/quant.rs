@@ -102,7 +102,8 @@ pub enum LowKernel {
 impl LowKernel {
     /// The int8 kernel for a model loaded for `isa`: the fastest one the CPU has
     /// within that instruction set (so forcing AVX2 on an AVX-512 machine measures
-    /// the kernel of an AVX2-class CPU like it: AVX-VNNI where the CPU has that). int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
+    /// the kernel of an AVX2-class CPU like it: AVX-VNNI where the CPU has that).
+    /// int8 has no AMX kernel: `kernels/micro/amx.rs` says why.
     pub fn int8_for(isa: Isa) -> LowKernel {
         match isa {
             #[cfg(target_arch = "x86_64")]
