@@ -983,7 +983,7 @@ unsafe fn quantize_u8_avx512(
                 }
             }
         }
-        quantize_tail(row, r, stride, codes, scales, shifts, |u| u as u8);
+        quantize_tail(row, r, stride, codes, scales, shifts, u8::from_code);
     }
 }
 
@@ -1178,7 +1178,7 @@ fn quantize_u8(
         // SAFETY: the CPU has AVX-512F and BW (checked just above).
         return unsafe { quantize_u8_avx512(x, k, stride, codes, scales, shifts) };
     }
-    quantize_into(x, k, stride, 0, |u| u as u8, codes, scales, shifts)
+    quantize_unsigned(x, k, stride, codes, scales, shifts)
 }
 
 /// Unsigned codes for the kernels of the AVX2 class: u8 for AVX-VNNI (which runs
