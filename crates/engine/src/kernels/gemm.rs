@@ -35,10 +35,17 @@ impl Isa {
     /// `depth_block()` rows of depth. Measured on Zen 3 (examples/gemm_stream, one
     /// thread, 384 × 1,536 weights from memory): 16 rows 52-62 -> 68-70 GFLOP/s, 32
     /// rows 62-72 -> 74-77. Batches split into [`Isa::rows_per_task`] rows fall under
-    /// it too (see there). Other instruction sets keep blocks until measured.
+    /// it too (see there). On AVX-512 only a query's few rows (one 12-row block and
+    /// a remainder at most): on an Intel Xeon (AMX machine, one thread,
+    /// examples/gemm_stream, weights from beyond L2, 3 alternating runs) 8 rows
+    /// 85-94 -> 97-99 GFLOP/s, 16 rows 107-117 -> 114-123; all-MiniLM-L6-v2's
+    /// 16-token query on one thread 3.28 -> 2.99 ms. From 24 to 48 rows it measured
+    /// the same either way, and depth blocks taken panel by panel (96-192 deep)
+    /// were slower than either. Other instruction sets keep blocks until measured.
     pub const fn whole_depth_rows(self) -> usize {
         match self {
             Isa::Avx2 => 48,
+            Isa::Avx512 => 16,
             _ => 0,
         }
     }
@@ -570,7 +577,8 @@ mod tests {
         });
         // n = 70: a partial last panel for both panel widths; k = 400: two depth
         // passes (blocks of 256 or 384) wherever a product has more rows than
-        // `whole_depth_rows` (m = 60 runs as a column split on AVX2, in blocks).
+        // `whole_depth_rows` (m = 60 runs as a column split on AVX2, in blocks), one
+        // pass where it has fewer (m = 1 and 13 on AVX2 and AVX-512).
         let (n, k) = (70, 400);
         let weight: Vec<f32> = (0..n * k)
             .map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8)
