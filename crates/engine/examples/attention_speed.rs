@@ -27,7 +27,14 @@ fn main() {
     {
         let peak = probe::fma_peak_gflops(&one, isa);
         let mut row = format!("{:8} d={d} (peak {peak:.0} GFLOP/s):", isa.name());
-        for len in [16usize, 48, 75, 128, 256] {
+        for len in std::env::var("LENS")
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.parse().unwrap())
+                    .collect::<Vec<usize>>()
+            })
+            .unwrap_or(vec![16usize, 48, 75, 128, 256])
+        {
             // A fused QKV matrix for 12 heads, as MiniLM's layers hand it over.
             let ld = 3 * 12 * d;
             let data: Vec<f32> = (0..len * ld)
@@ -45,7 +52,11 @@ fn main() {
                 d,
             };
             let mut scratch = Scratch::default();
-            let reps = (2_000_000 / (len * len)).max(4);
+            let reps = (std::env::var("SCALE")
+                .map(|v| v.parse().unwrap())
+                .unwrap_or(2_000_000usize)
+                / (len * len))
+                .max(4);
             let best = (0..15)
                 .map(|_| {
                     let start = Instant::now();

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use super::gemm::gemm;
 use super::pack::{pack_plain, pack_transposed_f32, packed_len, ElementsRef, PackedRef};
-use super::softmax::exp_span;
+use super::softmax::exp_rows;
 use super::{scratch, Isa};
 
 /// Which keys each query sees, relative to its own position `i`: keys `j` with
@@ -153,27 +153,27 @@ pub unsafe fn attend(
                 false,
             )
         };
-        let sums = scratch(&mut s.sums, rows);
-        for (r, (row, sum)) in scores
-            .chunks_exact_mut(width)
-            .zip(sums.iter_mut())
-            .enumerate()
-        {
-            let i = r0 + r;
-            let seen = span.keys(i, len);
-            let cols = seen.start - c0..seen.end - c0;
-            *sum = match bias {
-                // The bias is added to scaled scores, so scale first when there is one.
-                Some(add) => {
+        // Row r's keys, as columns of `scores`.
+        let cols_of = |r: usize| {
+            let seen = span.keys(r0 + r, len);
+            seen.start - c0..seen.end - c0
+        };
+        let scale = match bias {
+            // The bias is added to scaled scores, so scale first when there is one.
+            Some(add) => {
+                for (r, row) in scores.chunks_exact_mut(width).enumerate() {
+                    let cols = cols_of(r);
                     for x in &mut row[cols.clone()] {
                         *x *= scale;
                     }
-                    add(i, seen, &mut row[cols.clone()]);
-                    exp_span(row, cols, 1.0)
+                    add(r0 + r, span.keys(r0 + r, len), &mut row[cols]);
                 }
-                None => exp_span(row, cols, scale),
-            };
-        }
+                1.0
+            }
+            None => scale,
+        };
+        let sums = scratch(&mut s.sums, rows);
+        exp_rows(isa, scores, width, &cols_of, scale, sums);
         // Keys past the text (the last panel's padding) have zero weight: stop the
         // depth at `len`.
         let depth = c0..(c0 + width).min(len);
