@@ -244,37 +244,13 @@ mod avx512 {
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn exp_span(row: &mut [f32], cols: Range<usize>, scale: f32) -> f32 {
-        assert!(cols.start <= cols.end && cols.end <= row.len());
-        let width = row.len();
-        let first = cols.start / 16 * 16;
-        let last = cols.end.next_multiple_of(16).min(width);
-        row[..first].fill(0.0);
-        row[last..].fill(0.0);
-        let p = row.as_mut_ptr();
-        // SAFETY: every chunk starts below cols.end ≤ width, and its loads and
-        // stores touch only lanes inside `cols` or inside the row.
-        unsafe {
-            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-            for start in (first..cols.end).step_by(16) {
-                let m = lanes(start, &cols);
-                mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, p.add(start)));
-            }
-            let offset = _mm512_set1_ps(_mm512_reduce_max_ps(mx) * scale);
-            let scale = _mm512_set1_ps(scale);
-            let mut sum = _mm512_setzero_ps();
-            for start in (first..cols.end).step_by(16) {
-                let m = lanes(start, &cols);
-                let x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, p.add(start)), scale, offset);
-                let e = _mm512_maskz_mov_ps(m, exp16(x));
-                // Lanes of the row outside `cols` get their zero weight here.
-                _mm512_mask_storeu_ps(p.add(start), lanes(start, &(0..width)), e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            _mm512_reduce_add_ps(sum)
-        }
+        let mut sum = [0.0];
+        // SAFETY: the caller's promise.
+        unsafe { exp_together::<1>(row, row.len(), cols, scale, &mut sum) };
+        sum[0]
     }
 
-    /// Rows side by side in [`exp4`].
+    /// Rows side by side in [`exp_together`].
     const ROWS: usize = 4;
 
     /// [`super::exp_rows`] on AVX-512.
@@ -296,7 +272,7 @@ mod avx512 {
             if r + ROWS <= rows && (1..ROWS).all(|j| cols_of(r + j) == cols) {
                 let block = &mut scores[r * width..(r + ROWS) * width];
                 // SAFETY: the caller's promise.
-                unsafe { exp4(block, width, cols, scale, &mut sums[r..r + ROWS]) };
+                unsafe { exp_together::<ROWS>(block, width, cols, scale, &mut sums[r..r + ROWS]) };
                 r += ROWS;
             } else {
                 let row = &mut scores[r * width..(r + 1) * width];
@@ -307,12 +283,13 @@ mod avx512 {
         }
     }
 
-    /// [`exp_span`] of [`ROWS`] rows over the same keys, interleaved chunk by chunk.
+    /// [`super::exp_span`] of `N` rows of `width` over the same keys, interleaved
+    /// chunk by chunk so that their dependency chains overlap.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn exp4(
+    unsafe fn exp_together<const N: usize>(
         block: &mut [f32],
         width: usize,
         cols: Range<usize>,
@@ -320,7 +297,7 @@ mod avx512 {
         sums: &mut [f32],
     ) {
         assert!(cols.start <= cols.end && cols.end <= width);
-        assert!(block.len() == ROWS * width && sums.len() == ROWS);
+        assert!(block.len() == N * width && sums.len() == N);
         let first = cols.start / 16 * 16;
         let last = cols.end.next_multiple_of(16).min(width);
         for row in block.chunks_exact_mut(width) {
@@ -331,7 +308,7 @@ mod avx512 {
         // SAFETY: every chunk starts below cols.end ≤ width, and its loads and
         // stores touch only lanes of its own row, inside `cols` or inside the row.
         unsafe {
-            let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); ROWS];
+            let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); N];
             for start in (first..cols.end).step_by(16) {
                 let m = lanes(start, &cols);
                 for (j, mx) in mx.iter_mut().enumerate() {
@@ -341,11 +318,12 @@ mod avx512 {
             }
             let offset = mx.map(|m| _mm512_set1_ps(_mm512_reduce_max_ps(m) * scale));
             let scale = _mm512_set1_ps(scale);
-            let mut sum = [_mm512_setzero_ps(); ROWS];
+            let mut sum = [_mm512_setzero_ps(); N];
             for start in (first..cols.end).step_by(16) {
                 let m = lanes(start, &cols);
+                // Lanes of the row outside `cols` get their zero weight here.
                 let inside = lanes(start, &(0..width));
-                for j in 0..ROWS {
+                for j in 0..N {
                     let at = p.add(j * width + start);
                     let x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, at), scale, offset[j]);
                     let e = _mm512_maskz_mov_ps(m, exp16(x));
