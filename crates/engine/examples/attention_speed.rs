@@ -1,10 +1,14 @@
 //! Attention's speed alone (scores, softmax, context) for one head of one text, at
 //! the lengths a workload has, on every kernel this CPU has: the part of a small
 //! model's time that is not its linear layers. One thread; the share of the FMA
-//! peak is per core. The products run each listed instruction set; the softmax
-//! always runs the process's own (`EMBGEN_ISA=avx2` in the environment lowers both).
+//! peak is per core. The products run each listed instruction set, and so does the
+//! softmax on AVX-512; on the others the softmax is the portable loop compiled for
+//! the process's own instruction set (`EMBGEN_ISA=avx2` in the environment lowers
+//! it, as `--isa avx2` does for a model).
 //!
 //! `cargo run --release -p embgen-engine --example attention_speed [HEAD-DIM] [ISA-FILTER]`
+//! `LENS=75,128` measures only those lengths; `SCALE` (default 2,000,000) sets the
+//! work per measurement as repetitions × length², larger for a profile.
 
 use std::time::Instant;
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use super::gemm::gemm;
 use super::pack::{pack_plain, pack_transposed_f32, packed_len, ElementsRef, PackedRef};
-use super::softmax::exp_rows;
+use super::softmax::{exp_rows, ROWS_TOGETHER};
 use super::{scratch, Isa};
 
 /// Which keys each query sees, relative to its own position `i`: keys `j` with
@@ -158,22 +158,29 @@ pub unsafe fn attend(
             let seen = span.keys(r0 + r, len);
             seen.start - c0..seen.end - c0
         };
-        let scale = match bias {
-            // The bias is added to scaled scores, so scale first when there is one.
-            Some(add) => {
-                for (r, row) in scores.chunks_exact_mut(width).enumerate() {
-                    let cols = cols_of(r);
-                    for x in &mut row[cols.clone()] {
-                        *x *= scale;
-                    }
-                    add(r0 + r, span.keys(r0 + r, len), &mut row[cols]);
-                }
-                1.0
-            }
-            None => scale,
-        };
         let sums = scratch(&mut s.sums, rows);
-        exp_rows(isa, scores, width, &cols_of, scale, sums);
+        match bias {
+            None => exp_rows(isa, scores, width, &cols_of, scale, sums),
+            // The bias is added to scaled scores, so scale first; in groups, so that
+            // the rows just biased are still in L1 when their exponentials run.
+            Some(add) => {
+                for (g, (group, sums)) in scores
+                    .chunks_mut(ROWS_TOGETHER * width)
+                    .zip(sums.chunks_mut(ROWS_TOGETHER))
+                    .enumerate()
+                {
+                    let first = g * ROWS_TOGETHER;
+                    for (r, row) in (first..).zip(group.chunks_exact_mut(width)) {
+                        let cols = cols_of(r);
+                        for x in &mut row[cols.clone()] {
+                            *x *= scale;
+                        }
+                        add(r0 + r, span.keys(r0 + r, len), &mut row[cols]);
+                    }
+                    exp_rows(isa, group, width, &|r| cols_of(first + r), 1.0, sums);
+                }
+            }
+        }
         // Keys past the text (the last panel's padding) have zero weight: stop the
         // depth at `len`.
         let depth = c0..(c0 + width).min(len);

@@ -41,7 +41,9 @@ impl Isa {
     /// 85-94 -> 97-99 GFLOP/s, 16 rows 107-117 -> 114-123; all-MiniLM-L6-v2's
     /// 16-token query on one thread 3.28 -> 2.99 ms. From 24 to 48 rows it measured
     /// the same either way, and depth blocks taken panel by panel (96-192 deep)
-    /// were slower than either. Other instruction sets keep blocks until measured.
+    /// were slower than either (all measured with f32 panels; bf16 and f16 panels
+    /// follow the same rule, as does Zen 4, unmeasured). Other instruction sets keep
+    /// blocks until measured.
     pub const fn whole_depth_rows(self) -> usize {
         match self {
             Isa::Avx2 => 48,

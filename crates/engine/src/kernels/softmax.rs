@@ -6,7 +6,8 @@ use super::math::exp;
 use super::Isa;
 
 /// [`exp_span`] for attention run with `isa`'s kernels: AVX-512 has its own, in mask
-/// registers; the others take the portable loop compiled for the CPU.
+/// registers; the others take the portable loop, compiled for the process's
+/// instruction set ([`super::isa`]).
 pub fn exp_span_for(isa: Isa, row: &mut [f32], cols: Range<usize>, scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && isa.supported() {
@@ -17,9 +18,14 @@ pub fn exp_span_for(isa: Isa, row: &mut [f32], cols: Range<usize>, scale: f32) -
     exp_span(row, cols, scale)
 }
 
+/// Rows [`exp_rows`] takes side by side on AVX-512: callers that prepare rows
+/// first (attention's score bias) hand them over in groups of this many, so that
+/// each group is still in L1 when its exponentials run.
+pub const ROWS_TOGETHER: usize = 4;
+
 /// [`exp_span`] over each `width`-wide row of `scores`, row `r` over its keys
 /// `cols_of(r)`, its sum into `sums[r]`. On AVX-512 four rows that see the same keys
-/// (every row of an encoder's text) go through together: a short row is a chain of
+/// (every row of a text under full attention) go through together: a short row is a chain of
 /// dependent steps (the maximum, its fold across lanes, the polynomial, the sum's
 /// fold), and four chains side by side keep the core busy where one waits on
 /// latency. Measured on an Intel Xeon (AMX machine), `examples/attention_speed`, one
@@ -77,7 +83,8 @@ fn larger(a: f32, b: f32) -> f32 {
 /// chunks, so the two folds in a line cost about as much as its exponentials:
 /// measured on an Intel Xeon with AVX-512 (`examples/attention_speed`, one head of
 /// 32, 3 alternating runs), 75 keys 10.6-11.2 -> 9.8-9.9 µs, 16 keys 1.05 -> 0.89;
-/// on its AVX2 path 75 keys 13.9 -> 12.8.
+/// on its AVX2 path 75 keys 13.9 -> 12.8. (Attention on AVX-512 now takes the
+/// `avx512` module below instead.)
 #[inline(always)]
 fn fold_lanes(mut v: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut n = LANES;
@@ -188,7 +195,8 @@ simd_fn! {
 
 /// The exponentials on AVX-512 with the lanes of each chunk chosen by a mask
 /// register, and `e^x` as `2ⁿ · p(r)` scaled by `vscalefps`, which takes care of
-/// exponent overflow and underflow without clamping or building `2ⁿ` from bits. The
+/// exponent overflow and underflow (subnormals included) without building `2ⁿ`
+/// from bits. The
 /// portable loop, compiled for AVX-512, spent 36% of a 75-key head's attention in
 /// its exponentials (examples/attention_speed, Intel Xeon): its masks became
 /// sixteen lane compares per straddling chunk, and its maximum and sum folds went
@@ -201,20 +209,29 @@ mod avx512 {
     /// Lanes of the chunk starting at `start` whose index lies in `span`.
     #[inline(always)]
     fn lanes(start: usize, span: &Range<usize>) -> __mmask16 {
+        debug_assert!(span.start <= span.end);
         let lo = span.start.saturating_sub(start).min(16);
         let hi = span.end.saturating_sub(start).min(16);
         ((1u32 << hi) - (1u32 << lo)) as __mmask16
     }
 
     /// e^x for 16 lanes: the Cephes polynomial of [`super::exp`] on the same
-    /// reduced argument, so the two agree to an ulp or two.
+    /// reduced argument, so the two agree to an ulp or two on [-87.3, 88] (below
+    /// it this one goes on into subnormals and 0 where that one stops at the
+    /// smallest normal; above 88.7 both give +inf, as e^x does in f32).
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn exp16(x: __m512) -> __m512 {
-        // Below -104 e^x is 0 even as a subnormal; the floor keeps n·ln 2 exact
-        // (|n| ≤ 150) whatever the input. `max(floor, x)` keeps a NaN (the second
-        // operand is returned when either is NaN).
-        let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
+        // The bounds keep the range reduction exact (|n| ≤ 185): without the floor
+        // a -inf score (a masked key, a -inf bias) would become inf - inf = NaN,
+        // and far outside them the rounded n leaves a remainder the polynomial was
+        // not made for. Below -104 e^x is 0 even as a subnormal, above 128 +inf.
+        // `min/max(bound, x)` keep a NaN (the second operand is returned when
+        // either is NaN).
+        let x = _mm512_min_ps(
+            _mm512_set1_ps(128.0),
+            _mm512_max_ps(_mm512_set1_ps(-104.0), x),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -250,8 +267,7 @@ mod avx512 {
         sum[0]
     }
 
-    /// Rows side by side in [`exp_together`].
-    const ROWS: usize = 4;
+    use super::ROWS_TOGETHER as ROWS;
 
     /// [`super::exp_rows`] on AVX-512.
     ///
@@ -380,24 +396,37 @@ mod tests {
 
     #[test]
     fn rows_together_match_rows_one_by_one() {
-        // 11 rows: two groups of four over the same keys, then rows whose keys
-        // differ (and one group broken by a row that differs).
-        let (width, rows) = (80, 11);
-        let cols_of = |r: usize| if r < 8 && r != 5 { 3..70 } else { r..r + 9 };
-        // Each row's maximum its own (the rows differ by more than a shift).
-        let scores: Vec<f32> = (0..width * rows)
-            .map(|i| ((i * 29) % 31) as f32 * 0.3 * (1 + i / width) as f32 - 4.0)
-            .collect();
-        for isa in Isa::available() {
+        // 11 rows: rows 0-3 go together; 4-7 share keys but row 5 differs, so they
+        // go one by one; 8-10 each have their own keys. Also with 6 rows, all over
+        // the same keys (one group, then two rows alone), and at a width that is
+        // not a whole number of chunks (where the last chunk's store must stop at
+        // its row's end).
+        type Case<'a> = (usize, usize, &'a dyn Fn(usize) -> Range<usize>);
+        let cases: [Case; 3] = [
+            (80, 11, &|r| if r < 8 && r != 5 { 3..70 } else { r..r + 9 }),
+            (45, 11, &|r| if r < 8 && r != 5 { 3..40 } else { r..r + 9 }),
+            (45, 6, &|_| 0..45),
+        ];
+        for (isa, (width, rows, cols_of)) in Isa::available()
+            .into_iter()
+            .flat_map(|isa| cases.map(|c| (isa, c)))
+        {
+            // Each row's maximum its own (the rows differ by more than a shift).
+            let scores: Vec<f32> = (0..width * rows)
+                .map(|i| ((i * 29) % 31) as f32 * 0.3 * (1 + i / width) as f32 - 4.0)
+                .collect();
             let mut got = scores.clone();
             let mut sums = vec![0.0; rows];
-            exp_rows(isa, &mut got, width, &cols_of, 0.6, &mut sums);
+            exp_rows(isa, &mut got, width, cols_of, 0.6, &mut sums);
             let mut want = scores.clone();
             for (r, row) in want.chunks_exact_mut(width).enumerate() {
                 let sum = exp_span_for(isa, row, cols_of(r), 0.6);
-                assert!((sums[r] - sum).abs() <= 1e-6 * sum, "{isa:?} row {r}");
+                assert!(
+                    (sums[r] - sum).abs() <= 1e-6 * sum,
+                    "{isa:?} {width} row {r}"
+                );
             }
-            assert_eq!(got, want, "{isa:?}");
+            assert_eq!(got, want, "{isa:?} width {width}, {rows} rows");
         }
     }
 
