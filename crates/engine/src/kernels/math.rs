@@ -10,13 +10,24 @@
 //! baseline build, used only when a CPU has no FMA or `portable` is forced, gets
 //! libm's `fmaf` for it: slower, and exact.)
 
+/// ln 2 split in two so that `x - n ln 2` stays exact (Cody-Waite): [`exp`] and
+/// the AVX-512 softmax reduce their arguments with it.
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+
+/// Cephes' expf polynomial on [-ln2/2, ln2/2]: `e^r ≈ 1 + r + r²·(C2 + C3·r + …
+/// + C7·r⁵)`, shared by [`exp`] and the AVX-512 softmax so that the two agree.
+pub(crate) const EXP_C2: f32 = 0.5;
+pub(crate) const EXP_C3: f32 = 1.666_666_5e-1;
+pub(crate) const EXP_C4: f32 = 4.166_579_6e-2;
+pub(crate) const EXP_C5: f32 = 8.333_452e-3;
+pub(crate) const EXP_C6: f32 = 1.398_199_9e-3;
+pub(crate) const EXP_C7: f32 = 1.987_569_1e-4;
+
 /// e^x for x in f32 range (inputs below -87.3 give the smallest normal, not 0).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that x - n ln2 stays exact (Cody-Waite).
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5 · 2²³: adding it rounds to an integer (to nearest even) that then sits in
     // the low mantissa bits, so n needs no float-to-int conversion. Rust's `as i32`
     // saturates, which LLVM cannot vectorize: it became a scalar convert and two
@@ -33,9 +44,9 @@ pub fn exp(x: f32) -> f32 {
     // the chains, not the multiply units, were the limit (examples/attention_speed).
     let r2 = r * r;
     let r4 = r2 * r2;
-    let lo = r.mul_add(1.666_666_5e-1, 0.5);
-    let mid = r.mul_add(8.333_452e-3, 4.166_579_6e-2);
-    let hi = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
+    let lo = r.mul_add(EXP_C3, EXP_C2);
+    let mid = r.mul_add(EXP_C5, EXP_C4);
+    let hi = r.mul_add(EXP_C7, EXP_C6);
     let p = hi.mul_add(r4, mid.mul_add(r2, lo));
     let y = p.mul_add(r2, r) + 1.0;
     // |n| <= 127, so n + 127 is the biased exponent of 2ⁿ (1..=254 after the clamp).

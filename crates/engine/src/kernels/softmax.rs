@@ -196,15 +196,17 @@ simd_fn! {
 /// The exponentials on AVX-512 with the lanes of each chunk chosen by a mask
 /// register, and `e^x` as `2ⁿ · p(r)` scaled by `vscalefps`, which takes care of
 /// exponent overflow and underflow (subnormals included) without building `2ⁿ`
-/// from bits. The
-/// portable loop, compiled for AVX-512, spent 36% of a 75-key head's attention in
-/// its exponentials (examples/attention_speed, Intel Xeon): its masks became
-/// sixteen lane compares per straddling chunk, and its maximum and sum folds went
-/// through memory.
+/// from bits. The portable loop, compiled for AVX-512, spent 36% of a 75-key head's
+/// attention in its exponentials (examples/attention_speed, Intel Xeon): its masks
+/// became sixteen lane compares per straddling chunk, and its maximum and sum
+/// folds went through memory.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
     use std::ops::Range;
+
+    use super::super::math::{EXP_C2, EXP_C3, EXP_C4, EXP_C5, EXP_C6, EXP_C7, LN2_HI, LN2_LO};
+    use super::ROWS_TOGETHER as ROWS;
 
     /// Lanes of the chunk starting at `start` whose index lies in `span`.
     #[inline(always)]
@@ -235,21 +237,14 @@ mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let c = _mm512_set1_ps;
+        let r = _mm512_fnmadd_ps(n, c(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, c(LN2_LO), r);
         let r2 = _mm512_mul_ps(r, r);
         let r4 = _mm512_mul_ps(r2, r2);
-        let lo = _mm512_fmadd_ps(r, _mm512_set1_ps(1.666_666_5e-1), _mm512_set1_ps(0.5));
-        let mid = _mm512_fmadd_ps(
-            r,
-            _mm512_set1_ps(8.333_452e-3),
-            _mm512_set1_ps(4.166_579_6e-2),
-        );
-        let hi = _mm512_fmadd_ps(
-            r,
-            _mm512_set1_ps(1.987_569_1e-4),
-            _mm512_set1_ps(1.398_199_9e-3),
-        );
+        let lo = _mm512_fmadd_ps(r, c(EXP_C3), c(EXP_C2));
+        let mid = _mm512_fmadd_ps(r, c(EXP_C5), c(EXP_C4));
+        let hi = _mm512_fmadd_ps(r, c(EXP_C7), c(EXP_C6));
         let p = _mm512_fmadd_ps(hi, r4, _mm512_fmadd_ps(mid, r2, lo));
         let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
         _mm512_scalef_ps(y, n)
@@ -266,8 +261,6 @@ mod avx512 {
         unsafe { exp_together::<1>(row, row.len(), cols, scale, &mut sum) };
         sum[0]
     }
-
-    use super::ROWS_TOGETHER as ROWS;
 
     /// [`super::exp_rows`] on AVX-512.
     ///
