@@ -29,6 +29,10 @@ pub struct Args {
     /// Runs of the single-query latency probe.
     #[arg(long, default_value_t = 200)]
     pub latency_runs: usize,
+    /// Runs of the same query with the caches flushed before each (0: skip): what a
+    /// query costs after the server sat idle while other work took the caches.
+    #[arg(long, default_value_t = 30)]
+    pub cold_runs: usize,
     /// For cross-encoders (rerankers): times one query against this many workload
     /// documents is scored per batch size.
     #[arg(long, default_value_t = 5)]
@@ -162,14 +166,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        latencies.push((
-            short.to_string(),
-            query_latency(model, &texts, args.latency_runs)?,
-        ));
+        let warm = query_latency(model, &texts, args.latency_runs, None)?;
+        let cold = match args.cold_runs {
+            0 => None,
+            runs => {
+                let mut sweep = CacheSweep::new();
+                Some(query_latency(model, &texts, runs, Some(&mut sweep))?)
+            }
+        };
+        latencies.push((short.to_string(), warm, cold));
     }
     println!();
-    for (name, (p50, p99)) in latencies {
+    for (name, (p50, p99), cold) in latencies {
         println!("# {name}: one 16-token query, batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        if let Some((p50, p99)) = cold {
+            println!("# {name}: the same query from memory (caches flushed before each), batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        }
     }
     Ok(())
 }
@@ -207,8 +219,70 @@ fn rerank(model: &Model, short: &str, texts: &[String], args: &Args) -> anyhow::
     Ok(())
 }
 
-/// Median and 99th percentile of embedding one 16-token text on its own.
-fn query_latency(model: &Model, texts: &[String], runs: usize) -> anyhow::Result<(f64, f64)> {
+/// Evicts everything the process had in the CPU caches by writing a buffer twice
+/// the size of the last-level cache, as other work does to an idle server's weights.
+/// A query right after it reads every weight from memory: on a 2-vCPU Intel Xeon
+/// (AVX-512) all-MiniLM-L6-v2's f32 query measured 6.6 ms after this sweep against
+/// 8-9.5 ms after 50 ms asleep and 1.9 ms back to back, so the sweep is if anything
+/// the kinder case.
+struct CacheSweep {
+    buffer: Vec<u8>,
+    /// Changed on every sweep so that no pass can be skipped as a repeat store.
+    round: u8,
+}
+
+/// Size assumed when the last-level cache cannot be read from sysfs: more than
+/// the L3 of most servers' slices.
+const FALLBACK_LAST_LEVEL_CACHE: usize = 256 << 20;
+
+/// The largest sweep: a VM may report its host's whole L3, and the bench should not
+/// take more than this much memory beside the model.
+const MAX_SWEEP: usize = 1 << 30;
+
+impl CacheSweep {
+    fn new() -> Self {
+        let bytes = (2 * last_level_cache().unwrap_or(FALLBACK_LAST_LEVEL_CACHE)).min(MAX_SWEEP);
+        CacheSweep {
+            buffer: vec![0; bytes],
+            round: 0,
+        }
+    }
+
+    fn run(&mut self) {
+        self.round = self.round.wrapping_add(1);
+        // One store per cache line brings every line of the buffer in.
+        for line in self.buffer.iter_mut().step_by(64) {
+            *line = self.round;
+        }
+        std::hint::black_box(&self.buffer);
+    }
+}
+
+/// Bytes of the largest CPU cache Linux reports for cpu0.
+fn last_level_cache() -> Option<usize> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| {
+        let size = std::fs::read_to_string(e.ok()?.path().join("size")).ok()?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+        let scale = match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            _ => return None,
+        };
+        Some(digits.parse::<usize>().ok()? * scale)
+    })
+    .max()
+}
+
+/// Median and 99th percentile of embedding one 16-token text on its own, with the
+/// caches flushed before each run when `sweep` is given (the sweep is not timed).
+fn query_latency(
+    model: &Model,
+    texts: &[String],
+    runs: usize,
+    mut sweep: Option<&mut CacheSweep>,
+) -> anyhow::Result<(f64, f64)> {
     let opts = EncodeOptions {
         max_tokens: Some(16),
         batch_size: 1,
@@ -223,6 +297,9 @@ fn query_latency(model: &Model, texts: &[String], runs: usize) -> anyhow::Result
     let one = [&tokens[0]];
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
+        if let Some(sweep) = sweep.as_deref_mut() {
+            sweep.run();
+        }
         let start = Instant::now();
         model.forward(&one)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
