@@ -3,7 +3,12 @@
 //! more than the L3). A short query is the cold case: each weight is read from
 //! memory once and used for only a few rows. One thread, every kernel this CPU has.
 //!
-//! `cargo run --release -p embgen-engine --example gemm_stream [ROWS...]` (default 4 8 16 32 96)
+//! The "memory" column flushes the caches (a 1 GiB write) before each product, as
+//! an idle spell does on a shared machine: the L3 a VM reports may hold all 24
+//! layers, so "cold" alone does not read from memory everywhere.
+//!
+//! `cargo run --release -p embgen-engine --example gemm_stream [ROWS...]` (default 4 8 16 32 96);
+//! `THREADS=2` runs it on two threads (the column split of a short query).
 
 use std::time::Instant;
 
@@ -11,8 +16,13 @@ use embgen_engine::kernels::{gemm::Linear, Isa};
 
 fn main() {
     let (k, n) = (384usize, 1536usize);
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let mut sweep = vec![0u8; 1 << 30];
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(threads)
         .build()
         .expect("thread pool");
     for isa in Isa::available() {
@@ -50,6 +60,29 @@ fn main() {
                 });
                 row += &format!(" {label} {best:6.1} GFLOP/s");
             }
+            // From memory: every product timed alone after a sweep; the median.
+            let mut times: Vec<f64> = (0..40u8)
+                .map(|round| {
+                    for line in sweep.iter_mut().step_by(64) {
+                        *line = round;
+                    }
+                    std::hint::black_box(&sweep);
+                    // Timed from inside the pool: waking its first thread after
+                    // the sweep is not the product's cost.
+                    pool.install(|| {
+                        let start = Instant::now();
+                        layers[0].forward(&x, m, &mut out, false, &|_, _| {});
+                        start.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            row += &format!(
+                " memory {:6.1} GFLOP/s ({:.1} GB/s)",
+                (2 * m * k * n) as f64 / median / 1e9,
+                layers[0].bytes() as f64 / median / 1e9
+            );
             println!("{row}");
         }
     }

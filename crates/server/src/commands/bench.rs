@@ -180,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (name, (p50, p99), cold) in latencies {
         println!("# {name}: one 16-token query, batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
         if let Some((p50, p99)) = cold {
-            println!("# {name}: the same query from memory (caches flushed before each), batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
+            println!("# {name}: one 16-token query from memory (caches flushed before each), batch 1: p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
     }
     Ok(())
