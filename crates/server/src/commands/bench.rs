@@ -261,18 +261,20 @@ impl CacheSweep {
 /// Bytes of the largest CPU cache Linux reports for cpu0.
 fn last_level_cache() -> Option<usize> {
     let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
-    dir.filter_map(|e| {
-        let size = std::fs::read_to_string(e.ok()?.path().join("size")).ok()?;
-        let size = size.trim();
-        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
-        let scale = match unit {
-            "K" => 1 << 10,
-            "M" => 1 << 20,
-            _ => return None,
-        };
-        Some(digits.parse::<usize>().ok()? * scale)
-    })
-    .max()
+    dir.filter_map(|e| cache_bytes(&std::fs::read_to_string(e.ok()?.path().join("size")).ok()?))
+        .max()
+}
+
+/// A sysfs cache size ("48K", "491520K", "32M") in bytes.
+fn cache_bytes(size: &str) -> Option<usize> {
+    let size = size.trim();
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+    let scale = match unit {
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        _ => return None,
+    };
+    Some(digits.parse::<usize>().ok()? * scale)
 }
 
 /// Median and 99th percentile of embedding one 16-token text on its own, with the
@@ -307,4 +309,19 @@ fn query_latency(
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     Ok((at(0.5), at(0.99)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_as_sysfs_writes_them() {
+        assert_eq!(cache_bytes("48K\n"), Some(48 << 10));
+        assert_eq!(cache_bytes("491520K"), Some(480 << 20));
+        assert_eq!(cache_bytes("32M"), Some(32 << 20));
+        for bad in ["", "K", "12", "12G", "x4K"] {
+            assert_eq!(cache_bytes(bad), None, "{bad:?}");
+        }
+    }
 }
