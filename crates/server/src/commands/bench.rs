@@ -30,7 +30,9 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub latency_runs: usize,
     /// Runs of the same query with the caches flushed before each (0: skip): what a
-    /// query costs after the server sat idle while other work took the caches.
+    /// query costs after the server sat idle while other work took the caches. The
+    /// flush reads a buffer of twice the last-level cache (at most 1 GiB) held for
+    /// the whole bench; with fewer than 100 runs the p99 is the slowest run.
     #[arg(long, default_value_t = 30)]
     pub cold_runs: usize,
     /// For cross-encoders (rerankers): times one query against this many workload
@@ -121,6 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("| model | order | batch | texts | tokens | s | texts/s | tokens/s | GFLOP/s | % FMA peak | % GEMM |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut latencies = Vec::new();
+    // One sweep buffer for every model and precision, made at the first cold run.
+    let mut sweep: Option<CacheSweep> = None;
     let runs = args
         .models
         .iter()
@@ -170,8 +174,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let cold = match args.cold_runs {
             0 => None,
             runs => {
-                let mut sweep = CacheSweep::new();
-                Some(query_latency(model, &texts, runs, Some(&mut sweep))?)
+                let sweep = sweep.get_or_insert_with(CacheSweep::new);
+                Some(query_latency(model, &texts, runs, Some(sweep))?)
             }
         };
         latencies.push((short.to_string(), warm, cold));
@@ -219,16 +223,14 @@ fn rerank(model: &Model, short: &str, texts: &[String], args: &Args) -> anyhow::
     Ok(())
 }
 
-/// Evicts everything the process had in the CPU caches by writing a buffer twice
-/// the size of the last-level cache, as other work does to an idle server's weights.
-/// A query right after it reads every weight from memory: on a 2-vCPU Intel Xeon
-/// (AVX-512) all-MiniLM-L6-v2's f32 query measured 6.6 ms after this sweep against
-/// 8-9.5 ms after 50 ms asleep and 1.9 ms back to back, so the sweep is if anything
-/// the kinder case.
+/// Evicts what the process had in the CPU caches by reading a buffer twice the
+/// size of the last-level cache, as other work does to an idle server's weights. The
+/// buffer is written once, when made, and only read before each run: a sweep of
+/// writes would leave the caches full of modified lines, and the timed query would
+/// pay for writing them back. The timed run then also wakes the pool's threads, as
+/// a query after an idle spell does.
 struct CacheSweep {
     buffer: Vec<u8>,
-    /// Changed on every sweep so that no pass can be skipped as a repeat store.
-    round: u8,
 }
 
 /// Size assumed when the last-level cache cannot be read from sysfs: more than
@@ -242,19 +244,17 @@ const MAX_SWEEP: usize = 1 << 30;
 impl CacheSweep {
     fn new() -> Self {
         let bytes = (2 * last_level_cache().unwrap_or(FALLBACK_LAST_LEVEL_CACHE)).min(MAX_SWEEP);
+        // Ones, not zeros: a zeroed allocation may be pages the kernel has not
+        // given yet, all reading the same zero page.
         CacheSweep {
-            buffer: vec![0; bytes],
-            round: 0,
+            buffer: vec![1; bytes],
         }
     }
 
-    fn run(&mut self) {
-        self.round = self.round.wrapping_add(1);
-        // One store per cache line brings every line of the buffer in.
-        for line in self.buffer.iter_mut().step_by(64) {
-            *line = self.round;
-        }
-        std::hint::black_box(&self.buffer);
+    fn run(&self) {
+        // One load per cache line brings every line of the buffer in.
+        let sum: u64 = self.buffer.iter().step_by(64).map(|b| u64::from(*b)).sum();
+        std::hint::black_box(sum);
     }
 }
 
@@ -283,7 +283,7 @@ fn query_latency(
     model: &Model,
     texts: &[String],
     runs: usize,
-    mut sweep: Option<&mut CacheSweep>,
+    sweep: Option<&CacheSweep>,
 ) -> anyhow::Result<(f64, f64)> {
     let opts = EncodeOptions {
         max_tokens: Some(16),
@@ -299,7 +299,7 @@ fn query_latency(
     let one = [&tokens[0]];
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        if let Some(sweep) = sweep.as_deref_mut() {
+        if let Some(sweep) = sweep {
             sweep.run();
         }
         let start = Instant::now();
