@@ -272,17 +272,17 @@ def main(argv=None) -> int:
             # One 16-token query, as `embgen bench` measures it.
             query = st_model.tokenizer.decode(
                 st_model.tokenizer(texts[0], add_special_tokens=False)["input_ids"][:14])
-            latencies[name] = query_latency(enc, query, args.latency_runs, None)
+            warm, cold = query_latency(enc, query, args.latency_runs, None), None
             if args.cold_runs:
                 sweep = sweep or CacheSweep()
-                latencies[name + " cold"] = query_latency(enc, query, args.cold_runs, sweep)
+                cold = query_latency(enc, query, args.cold_runs, sweep)
+            latencies[name] = (warm, cold)
         print()
-        for name, (p50, p99) in latencies.items():
-            if name.endswith(" cold"):
-                print(f"# {name[:-5]}: one 16-token query from memory (caches flushed before each), "
-                      f"batch 1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-            else:
-                print(f"# {name}: one 16-token query, batch 1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        for name, ((p50, p99), cold) in latencies.items():
+            print(f"# {name}: one 16-token query, batch 1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            if cold:
+                print(f"# {name}: one 16-token query from memory (caches flushed before each), "
+                      f"batch 1: p50 {cold[0]:.2f} ms, p99 {cold[1]:.2f} ms")
 
         if args.fidelity:
             ref_path = args.reference or DEFAULT_REFERENCE / f"{short}.jsonl"
